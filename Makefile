@@ -1,0 +1,52 @@
+# Two commands do all the setup on a fresh machine (Python >= 3.10 and git):
+#   make test   -> creates .venv, installs sat_core, runs ruff and the whole test suite
+#   make book   -> same setup, executes every chapter notebook with papermill, builds _build/html
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.sat-installed
+PYTEST_ARGS ?=
+
+.PHONY: help setup test test-fast lint book book-html browser-test student bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: no python3 found; install Python >= 3.10"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade --quiet pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (sat)" >/dev/null
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install requirements + sat_core (editable)
+
+lint: setup  ## ruff on the package, tests, benchmarks and notebooks
+	$(BIN)/ruff check .
+
+test: setup lint  ## ruff + the whole test suite (notebooks at smoke parameters included)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup  ## the unit tests only (no notebooks, no slow tests)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+book: setup  ## execute every notebook (papermill, default parameters) and build _build/html
+	$(BIN)/python -m sat_core.book build
+
+book-html: setup  ## rebuild the HTML from the already executed notebooks
+	$(BIN)/python -m sat_core.book build --no-execute
+
+browser-test: setup  ## open the built site in headless Chromium, check every chapter page
+	$(BIN)/python -m sat_core.book browser-test
+
+student: setup  ## write a copy of the notebooks without solutions to _build/student
+	$(BIN)/python -m sat_core.student notebooks _build/student
+
+bench: setup  ## run every benchmark (prints figures and one JSON line each)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:  ## remove build output (keeps .venv)
+	rm -rf _build
