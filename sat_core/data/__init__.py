@@ -1,0 +1,1 @@
+"""Data layer: records, the Karpathy splits, the Shapes world, datasets and batching."""
