@@ -1,0 +1,332 @@
+"""Training configuration: one dataclass, named presets, and a command line generated from it.
+
+Every knob of a run lives in :class:`TrainConfig`. A *preset* is a named set of overrides of the
+defaults (``shapes-soft`` for a CPU in minutes, ``flickr8k-soft`` for the paper's recipe, ...), and
+the command line overrides any field of the preset::
+
+    python -m sat_core.train --preset shapes-soft --lr 3e-4 --attention hard --no-gate
+
+The parser is generated from the dataclass fields, so ``--help`` always lists every field with its
+default and help text, and a new field is a command-line option without further work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import typing
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+DATASETS = ("shapes", "flickr8k", "flickr30k", "coco")
+ENCODERS = ("small", "vgg19", "resnet101")
+ATTENTIONS = ("soft", "hard")
+OPTIMIZERS = ("adam", "rmsprop")
+SCHEDULES = ("constant", "cosine", "step", "plateau")
+AMP_MODES = ("none", "bf16", "fp16")
+FEATURE_CACHE = ("auto", "on", "off")
+TEST_METRICS = ("auto", "coco", "bleu", "none")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and the allowed values."""
+
+
+def _f(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:
+    """A dataclass field carrying its command-line help text (and choices)."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs. Defaults are generic; presets hold the tuned recipes.
+
+    Notation follows Xu et al. (2015): ``embed_dim`` is m, ``hidden_dim`` is n, ``alpha_c`` is the
+    lambda of the doubly stochastic penalty (Eq. 14), ``lambda_r``/``lambda_e`` weight the REINFORCE
+    and entropy terms of the hard-attention gradient (Eq. 12).
+    """
+
+    # --- data ---
+    dataset: str = _f("shapes", "caption dataset", DATASETS)
+    data_root: str = _f("data", "folder of the downloaded datasets (sat_core.data.download)")
+    n_train: int = _f(2000, "Shapes: number of training images")
+    n_val: int = _f(200, "Shapes: number of validation images")
+    n_test: int = _f(200, "Shapes: number of test images")
+    image_size: int = _f(64, "input image side in pixels (Shapes renders at this size)")
+    shapes_seed: int = _f(0, "Shapes: seed of the generated world")
+    # --- encoder ---
+    encoder: str = _f("small", "CNN producing the annotation vectors a_i", ENCODERS)
+    encoder_weights: str = _f(
+        "default", "'default' (ImageNet for vgg19/resnet101, random for small), 'none', or a file"
+    )
+    encoder_channels: int = _f(64, "small encoder: channels of its last conv layer (= D)")
+    fine_tune: bool = _f(False, "train the encoder too (the paper keeps it frozen)")
+    feature_cache: str = _f(
+        "auto", "train from cached annotation vectors: auto = when the encoder is frozen",
+        FEATURE_CACHE,
+    )
+    features_dir: str = _f("", "feature cache folder ('' = <out_dir>/../features)")
+    # --- decoder ---
+    attention: str = _f("soft", "deterministic soft or stochastic hard attention", ATTENTIONS)
+    embed_dim: int = _f(512, "m: word embedding size")
+    hidden_dim: int = _f(1024, "n: LSTM hidden size")
+    attn_dim: int = _f(512, "hidden size of the attention MLP f_att")
+    dropout: float = _f(0.5, "dropout before the deep output layer")
+    gate: bool = _f(True, "gating scalar beta on the context z_hat (Sec. 4.2.1)")
+    # --- vocabulary and captions ---
+    min_count: int = _f(1, "keep words seen at least this often in the training captions")
+    max_size: int = _f(10000, "keep at most this many words (the paper: 10,000), specials excluded")
+    max_len: int = _f(50, "longest training caption in words (longer ones are truncated)")
+    # --- batches ---
+    batch_size: int = _f(64, "captions per batch (per process under torchrun)")
+    equal_length: bool = _f(True, "batches of captions of equal length (the paper's trick)")
+    # --- optimisation ---
+    epochs: int = _f(20, "maximum number of epochs")
+    max_steps: int = _f(0, "stop after this many optimizer steps in total (0 = no limit)")
+    optimizer: str = _f(
+        "adam", "the paper: RMSProp on Flickr8k, Adam on Flickr30k/COCO", OPTIMIZERS
+    )
+    lr: float = _f(4e-4, "learning rate")
+    weight_decay: float = _f(0.0, "L2 weight decay")
+    lr_schedule: str = _f("constant", "learning-rate schedule", SCHEDULES)
+    warmup_steps: int = _f(0, "linear warm-up steps (constant and cosine schedules)")
+    lr_decay: float = _f(0.5, "step/plateau schedules: multiply the lr by this")
+    lr_decay_epochs: int = _f(5, "step: decay every this many epochs; plateau: patience in epochs")
+    grad_clip: float = _f(5.0, "clip the gradient norm to this (0 = off)")
+    alpha_c: float = _f(1.0, "lambda of the doubly stochastic penalty sum_i (1 - sum_t alpha_ti)^2")
+    lambda_r: float = _f(1.0, "hard attention: weight of the REINFORCE term (Eq. 12)")
+    lambda_e: float = _f(0.01, "hard attention: weight of the entropy term (Eq. 12)")
+    hard_mix: float = _f(0.5, "hard attention: probability of using the expectation alpha")
+    baseline_decay: float = _f(0.9, "hard attention: moving-average baseline decay")
+    patience: int = _f(5, "early stopping: epochs without a better val BLEU-4 (0 = off)")
+    # --- validation and test ---
+    val_beam_size: int = _f(1, "beam size of the per-epoch validation (1 = greedy)")
+    val_max_len: int = _f(20, "longest caption generated at validation/test time")
+    val_images: int = _f(0, "validate on this many val images (0 = all)")
+    test_beam_size: int = _f(3, "beam size of the final test-split scores")
+    test_metrics: str = _f(
+        "auto", "final scores: auto = COCO metrics if Java is found, else own BLEU", TEST_METRICS
+    )
+    # --- runtime ---
+    device: str = _f("auto", "auto | cpu | cuda | cuda:1 | mps")
+    amp: str = _f("none", "mixed precision (fp16 needs CUDA and uses a GradScaler)", AMP_MODES)
+    compile: bool = _f(False, "torch.compile the model (CUDA only; ignored on CPU)")
+    seed: int = _f(0, "seed of everything random in the run")
+    num_threads: int = _f(0, "torch CPU threads (0 = torch's default)")
+    num_workers: int = _f(0, "DataLoader worker processes")
+    out_dir: str = _f("runs/default", "where checkpoints, logs and scores go")
+    checkpoint_every: int = _f(500, "write last.pt every this many steps (0 = at epoch end only)")
+    log_every: int = _f(10, "refresh the progress-bar figures every this many steps")
+    progress: bool = _f(True, "show tqdm progress bars")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid field."""
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise ConfigError(
+                    f"{f.name}={value!r} is not valid; choose one of {', '.join(choices)}"
+                )
+        positive = ("n_train", "n_val", "n_test", "image_size", "embed_dim", "hidden_dim",
+                    "attn_dim", "batch_size", "epochs", "val_beam_size", "test_beam_size",
+                    "val_max_len", "max_size", "encoder_channels", "max_len", "min_count")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_steps", "checkpoint_every", "patience", "num_workers", "warmup_steps",
+                     "val_images", "num_threads", "log_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("dropout", "hard_mix", "baseline_decay"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+
+    # --- derived settings ---
+    @property
+    def uses_feature_cache(self) -> bool:
+        """Train from cached annotation vectors? ``auto``: exactly when the encoder is frozen."""
+        if self.feature_cache == "auto":
+            return not self.fine_tune
+        return self.feature_cache == "on"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, strict: bool = True) -> TrainConfig:
+        """A config from :meth:`to_dict` output; unknown keys raise unless ``strict=False``."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown and strict:
+            raise ConfigError(f"unknown config fields: {', '.join(unknown)}")
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# Fields that change the network (its parameters or what they compute). A checkpoint made with
+# different values cannot be loaded into the model the current config builds.
+ARCHITECTURE_FIELDS = (
+    "encoder", "encoder_weights", "encoder_channels", "fine_tune", "image_size",
+    "attention", "embed_dim", "hidden_dim", "attn_dim", "gate",
+)
+
+# Fields that only say *where/how fast* a run executes, never what it learns: ignored when
+# deciding whether an existing run matches a requested config (see train.get_or_train).
+RUNTIME_FIELDS = (
+    "data_root", "device", "compile", "num_threads", "num_workers", "out_dir", "checkpoint_every",
+    "log_every", "progress", "features_dir", "test_metrics",
+)
+
+_PAPER = dict(
+    encoder="vgg19", encoder_weights="default", fine_tune=False, feature_cache="auto",
+    image_size=224, embed_dim=512, hidden_dim=1024, attn_dim=512, dropout=0.5, gate=True,
+    min_count=1, max_size=10000, max_len=50, batch_size=64, equal_length=True, alpha_c=1.0,
+    grad_clip=5.0, patience=5, val_beam_size=1, val_max_len=30, test_beam_size=3,
+    lambda_r=1.0, lambda_e=0.01, hard_mix=0.5, baseline_decay=0.9, checkpoint_every=1000,
+)
+_SHAPES = dict(
+    dataset="shapes", n_train=2000, n_val=200, n_test=200, image_size=64, encoder="small",
+    encoder_channels=64, fine_tune=False, feature_cache="auto", embed_dim=64, hidden_dim=128,
+    attn_dim=64, dropout=0.1, batch_size=32, optimizer="adam", lr=3e-3, lr_schedule="cosine",
+    epochs=8, patience=0, alpha_c=1.0, val_beam_size=1, val_max_len=16, test_beam_size=3,
+    checkpoint_every=0,
+)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "shapes-soft": dict(_SHAPES, attention="soft", out_dir="runs/shapes-soft"),
+    "shapes-hard": dict(_SHAPES, attention="hard", out_dir="runs/shapes-hard"),
+    "flickr8k-soft": dict(_PAPER, dataset="flickr8k", attention="soft", optimizer="rmsprop",
+                          lr=1e-4, epochs=30, out_dir="runs/flickr8k-soft"),
+    "flickr8k-hard": dict(_PAPER, dataset="flickr8k", attention="hard", optimizer="rmsprop",
+                          lr=1e-4, epochs=30, out_dir="runs/flickr8k-hard"),
+    "flickr30k-soft": dict(_PAPER, dataset="flickr30k", attention="soft", optimizer="adam",
+                           lr=4e-4, epochs=20, out_dir="runs/flickr30k-soft"),
+    "flickr30k-hard": dict(_PAPER, dataset="flickr30k", attention="hard", optimizer="adam",
+                           lr=4e-4, epochs=20, out_dir="runs/flickr30k-hard"),
+    "coco-soft": dict(_PAPER, dataset="coco", attention="soft", optimizer="adam", lr=4e-4,
+                      epochs=15, patience=3, out_dir="runs/coco-soft"),
+    "coco-hard": dict(_PAPER, dataset="coco", attention="hard", optimizer="adam", lr=4e-4,
+                      epochs=15, patience=3, out_dir="runs/coco-hard"),
+}
+
+PRESET_DOCS: dict[str, str] = {
+    "shapes-soft": "Shapes world, small CNN, soft attention: a 2-core CPU in a few minutes",
+    "shapes-hard": "Shapes world, small CNN, stochastic hard attention (REINFORCE + baseline)",
+    "flickr8k-soft": "the paper on Flickr8k: frozen VGG-19 conv5_4, 10k words, RMSProp, soft",
+    "flickr8k-hard": "the paper on Flickr8k: frozen VGG-19 conv5_4, 10k words, RMSProp, hard",
+    "flickr30k-soft": "the paper on Flickr30k: frozen VGG-19 conv5_4, 10k words, Adam, soft",
+    "flickr30k-hard": "the paper on Flickr30k: frozen VGG-19 conv5_4, 10k words, Adam, hard",
+    "coco-soft": "the paper on MS COCO: frozen VGG-19 conv5_4, 10k words, Adam, soft",
+    "coco-hard": "the paper on MS COCO: frozen VGG-19 conv5_4, 10k words, Adam, hard",
+}
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    """The config of preset ``name`` with ``overrides`` applied (unknown names list the presets)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; the presets are: {', '.join(PRESETS)}")
+    return make_config(PRESETS[name], **overrides)
+
+
+def make_config(base: dict[str, Any] | TrainConfig | None = None, **overrides: Any) -> TrainConfig:
+    """Defaults <- ``base`` <- ``overrides``; unknown field names raise :class:`ConfigError`."""
+    values = base.to_dict() if isinstance(base, TrainConfig) else dict(base or {})
+    values.update(overrides)
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown config fields: {', '.join(unknown)}; "
+            "see `python -m sat_core.train --help` for the list"
+        )
+    return TrainConfig(**values)
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def _field_types() -> dict[str, type]:
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: hints[f.name] for f in fields(TrainConfig)}
+
+
+def _preset_help() -> str:
+    width = max(len(n) for n in PRESETS)
+    return "\n".join(f"  {n:<{width}}  {PRESET_DOCS[n]}" for n in PRESETS)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``--preset`` and one option per :class:`TrainConfig` field (``--embed-dim``, ...).
+
+    Options default to ``argparse.SUPPRESS`` so that only what the user typed overrides the
+    preset; ``--help`` shows the dataclass default of each field. Booleans get ``--x/--no-x``.
+    """
+    parser.add_argument(
+        "--preset", default=None, metavar="NAME",
+        help="start from a named preset (see the list below); options given override it",
+    )
+    types = _field_types()
+    group = parser.add_argument_group("training configuration (every TrainConfig field)")
+    for f in fields(TrainConfig):
+        typ = types[f.name]
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata.get('help', '')} (default: {f.default})".replace("%", "%%")
+        kwargs: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
+        if typ is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = typ
+            kwargs["metavar"] = typ.__name__.upper()
+            if f.metadata.get("choices"):
+                kwargs["choices"] = f.metadata["choices"]
+                kwargs.pop("metavar")
+        group.add_argument(flag, **kwargs)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Defaults <- preset (if ``args.preset``) <- the fields given on the command line."""
+    names = {f.name for f in fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in names}
+    name = getattr(args, "preset", None)
+    return preset(name, **given) if name else make_config(None, **given)
+
+
+def build_parser(prog: str = "python -m sat_core.train", description: str = "") -> (
+    argparse.ArgumentParser
+):
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description,
+        epilog="presets:\n" + _preset_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return add_config_arguments(parser)
+
+
+def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
+    """Parse a command line into a :class:`TrainConfig`; errors exit with argparse's message."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return config_from_args(args)
+    except ConfigError as e:
+        parser.error(str(e))
+    raise AssertionError("unreachable")
+
+
+def config_diff(a: TrainConfig, b: TrainConfig, names: Sequence[str] | None = None) -> dict:
+    """``{field: (a_value, b_value)}`` where ``a`` and ``b`` differ (among ``names``)."""
+    names = names if names is not None else [f.name for f in fields(TrainConfig)]
+    return {n: (getattr(a, n), getattr(b, n)) for n in names if getattr(a, n) != getattr(b, n)}
+
+
+__all__ = [
+    "ARCHITECTURE_FIELDS", "ConfigError", "PRESETS", "PRESET_DOCS", "RUNTIME_FIELDS",
+    "TrainConfig", "add_config_arguments", "build_parser", "config_diff", "config_from_args",
+    "make_config", "parse_config", "preset",
+]
