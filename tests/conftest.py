@@ -135,6 +135,12 @@ def write_karpathy_dataset(
 
 
 @pytest.fixture
+def write_karpathy():
+    """:func:`write_karpathy_dataset` itself, for tests that choose their own paths."""
+    return write_karpathy_dataset
+
+
+@pytest.fixture
 def karpathy_factory(tmp_path):
     """``make(style=..., corrupt=..., missing=..., ...)`` -> :class:`KarpathyFixture` in tmp_path."""
     counter = iter(range(1_000_000))

@@ -1,0 +1,419 @@
+"""Downloading the real datasets: checksummed, atomic downloads and safe archive extraction.
+
+``python -m sat_core.data.download flickr8k --root data`` produces the layout that
+:func:`sat_core.data.datasets.load_splits` reads::
+
+    data/downloads/            the archives (kept, so a later run needs no network)
+    data/checksums.json        sha256 of every archive downloaded, verified on later runs
+    data/flickr8k/dataset_flickr8k.json  data/flickr8k/images/*.jpg
+
+We publish no checksums we have not computed ourselves: where :data:`DATASETS` has ``sha256=None``
+the first download records what it got in ``checksums.json``, and later runs check against that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import urllib.request
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from tqdm.auto import tqdm
+
+CHUNK = 1 << 20
+
+
+class ChecksumError(RuntimeError):
+    """A file's sha256 is not the expected one."""
+
+
+class UnsafeArchiveError(RuntimeError):
+    """An archive member would be written outside the destination folder."""
+
+
+class DownloadError(RuntimeError):
+    """A download failed (network error, HTTP error, truncated body). Nothing was written."""
+
+
+class ManualDownloadRequired(RuntimeError):
+    """The dataset cannot be fetched automatically; the message says how to get it."""
+
+
+# --------------------------------------------------------------------------------------------
+# Download
+# --------------------------------------------------------------------------------------------
+def sha256_file(path: str | Path, progress: bool = False) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    path = Path(path)
+    h = hashlib.sha256()
+    with open(path, "rb") as f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
+                                     desc=f"sha256 {path.name}", disable=not progress) as bar:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            bar.update(len(chunk))
+    return h.hexdigest()
+
+
+def _fetch(url: str, dest: Path, progress: bool) -> tuple[Path, str]:
+    """Stream ``url`` into a new temporary file beside ``dest``; return it and its sha256.
+
+    On any failure (network, truncated body, Ctrl-C) the temporary file is removed.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    h = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+            total = resp.headers.get("Content-Length")
+            with tqdm(total=int(total) if total else None, unit="B", unit_scale=True,
+                      desc=dest.name, disable=not progress) as bar:
+                got = 0
+                while chunk := resp.read(CHUNK):
+                    out.write(chunk)
+                    h.update(chunk)
+                    got += len(chunk)
+                    bar.update(len(chunk))
+            if total is not None and got != int(total):
+                raise OSError(f"download of {url} stopped after {got} of {total} bytes")
+        return tmp, h.hexdigest()
+    except (OSError, http.client.HTTPException) as e:
+        tmp.unlink(missing_ok=True)
+        raise DownloadError(
+            f"downloading {url} to {dest} failed: {e}. Check the URL and your connection and run "
+            "again; no partial file was left behind"
+        ) from e
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _download(url: str, dest: Path, sha256: str | None, progress: bool) -> str:
+    """:func:`download`, returning the sha256 of ``dest``."""
+    expected = sha256.lower() if sha256 else None
+    if dest.exists():
+        actual = sha256_file(dest, progress)
+        if expected is None or actual == expected:
+            return actual
+        print(f"{dest} exists but its sha256 is {actual}, expected {expected}: downloading again",
+              file=sys.stderr)
+    tmp, actual = _fetch(url, dest, progress)
+    try:
+        if expected is not None and actual != expected:
+            dest.unlink(missing_ok=True)  # an old copy that failed the same check
+            raise ChecksumError(
+                f"sha256 mismatch for {dest.name} from {url}: expected {expected}, got {actual}. "
+                "The file may be corrupt or may have changed upstream: run again to retry; if it "
+                "fails again and you trust the new file, remove its entry from checksums.json "
+                f"(or pass sha256=None). The bad download was removed; {dest} was not written."
+            )
+        os.replace(tmp, dest)  # atomic on the same filesystem: dest is complete or absent
+    finally:
+        tmp.unlink(missing_ok=True)
+    return actual
+
+
+def download(
+    url: str, dest: str | Path, *, sha256: str | None = None, progress: bool = True
+) -> Path:
+    """Download ``url`` (``http(s)://`` or ``file://``) to ``dest`` atomically.
+
+    The bytes stream (with a tqdm bar) into a temporary file beside ``dest`` that is renamed to
+    ``dest`` only when complete and, if ``sha256`` is given, verified; after any failure no partial
+    file is left. If ``dest`` already exists it is kept when ``sha256`` is ``None`` or matches, and
+    downloaded again otherwise. A mismatch raises :class:`ChecksumError` with both digests.
+    """
+    dest = Path(dest)
+    _download(url, dest, sha256, progress)
+    return dest
+
+
+# --------------------------------------------------------------------------------------------
+# Extraction
+# --------------------------------------------------------------------------------------------
+def _check_member_path(name: str, archive: Path) -> PurePosixPath:
+    norm = name.replace("\\", "/")
+    p = PurePosixPath(norm)
+    if norm.startswith("/") or (len(norm) > 1 and norm[0].isalpha() and norm[1] == ":"):
+        raise UnsafeArchiveError(
+            f"{archive}: member {name!r} has an absolute path; refusing to extract"
+        )
+    if ".." in p.parts:
+        raise UnsafeArchiveError(f"{archive}: member {name!r} escapes the destination with '..'; "
+                                 "refusing to extract")
+    return p
+
+
+def _inside(dest: Path, target: Path) -> bool:
+    dest = dest.resolve()
+    target = target.resolve()
+    return target == dest or dest in target.parents
+
+
+def safe_extract(
+    archive: str | Path, dest: str | Path, *, only: Callable[[str], bool] | None = None
+) -> list[str]:
+    """Extract a zip or tar(.gz/.bz2/.xz) archive into ``dest``; return the member names.
+
+    Every member is checked first, and nothing is written if one is unsafe: absolute paths,
+    ``..`` components, and symbolic or hard links whose target lies outside ``dest`` raise
+    :class:`UnsafeArchiveError` naming the member. Device files and FIFOs are refused too.
+    ``only``: extract just the members whose name it accepts.
+    """
+    archive, dest = Path(archive), Path(dest)
+    if not archive.is_file():
+        raise FileNotFoundError(f"archive {archive} does not exist")
+    dest.mkdir(parents=True, exist_ok=True)
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            infos = [i for i in zf.infolist() if only is None or only(i.filename)]
+            for info in infos:
+                p = _check_member_path(info.filename, archive)
+                if (info.external_attr >> 16) & 0o170000 == 0o120000:  # a symlink entry
+                    target = zf.read(info).decode("utf-8", "replace")
+                    if target.startswith("/") or not _inside(dest, dest / p.parent / target):
+                        raise UnsafeArchiveError(
+                            f"{archive}: member {info.filename!r} is a link to {target!r} outside "
+                            f"{dest}; refusing to extract")
+            zf.extractall(dest, members=infos)  # zipfile writes link entries as small regular files
+            return [i.filename for i in infos]
+    if tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as tf:
+            members = [m for m in tf.getmembers() if only is None or only(m.name)]
+            for m in members:
+                p = _check_member_path(m.name, archive)
+                if m.issym() or m.islnk():
+                    base = dest / p.parent if m.issym() else dest
+                    if m.linkname.startswith("/") or not _inside(dest, base / m.linkname):
+                        raise UnsafeArchiveError(
+                            f"{archive}: member {m.name!r} is a link to {m.linkname!r} outside "
+                            f"{dest}; refusing to extract")
+                elif not (m.isfile() or m.isdir()):
+                    raise UnsafeArchiveError(
+                        f"{archive}: member {m.name!r} is a device file or FIFO; "
+                        "refusing to extract")
+            if hasattr(tarfile, "data_filter"):
+                tf.extractall(dest, members=members, filter="data")
+            else:  # pragma: no cover - Python < 3.10.12 without extraction filters
+                tf.extractall(dest, members=members)
+            return [m.name for m in members]
+    raise ValueError(f"{archive} is neither a zip nor a tar archive; delete it and download again")
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RemoteFile:
+    """One archive a dataset needs.
+
+    ``url``: where it lives (``None``: no public link, see ``DatasetSpec.instructions``);
+    ``sha256``: only when known from a trusted source (else recorded in ``checksums.json``);
+    ``pick``: extract only this file name (found anywhere in the archive) into the dataset folder;
+    otherwise the archive goes into ``extract_to``, its single top-level folder stripped when
+    ``strip_top`` (``Flicker8k_Dataset/x.jpg`` -> ``images/x.jpg``).
+    """
+
+    filename: str
+    url: str | None
+    sha256: str | None = None
+    pick: str | None = None
+    extract_to: str = "images"
+    strip_top: bool = False
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    files: tuple[RemoteFile, ...]
+    instructions: str = ""
+    notes: tuple[str, ...] = ()
+
+
+KARPATHY_ZIP_URL = "http://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip"
+
+
+def _captions(name: str) -> RemoteFile:
+    return RemoteFile("caption_datasets.zip", KARPATHY_ZIP_URL, pick=f"dataset_{name}.json")
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "flickr8k": DatasetSpec("flickr8k", (
+        _captions("flickr8k"),
+        RemoteFile(
+            "Flickr8k_Dataset.zip",
+            "https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/Flickr8k_Dataset.zip",
+            strip_top=True,
+        ),
+    )),
+    "flickr30k": DatasetSpec(
+        "flickr30k",
+        (_captions("flickr30k"), RemoteFile("flickr30k-images.tar.gz", None, strip_top=True)),
+        instructions=(
+            "Flickr30k images have no public direct link. Request them with the form at "
+            "https://shannon.cs.illinois.edu/DenotationGraph/ (terms of use: research only), or "
+            "take the 'flickr30k' image archive from a mirror you trust (e.g. Kaggle). Then run\n"
+            "  python -m sat_core.data.download flickr30k --root ROOT --images-archive "
+            "PATH/TO/flickr30k-images.tar.gz\n"
+            "or put the 31,783 .jpg files yourself in ROOT/flickr30k/images/."
+        ),
+    ),
+    "coco": DatasetSpec("coco", (
+        _captions("coco"),
+        RemoteFile("train2014.zip", "http://images.cocodataset.org/zips/train2014.zip"),
+        RemoteFile("val2014.zip", "http://images.cocodataset.org/zips/val2014.zip"),
+    ), notes=("COCO train2014 + val2014 are about 19 GB of zips (and as much again unpacked).",)),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Preparing a dataset
+# --------------------------------------------------------------------------------------------
+def _load_checksums(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); fix or delete it") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} should map file names to sha256 digests; fix or delete it")
+    return data
+
+
+def _save_checksums(path: Path, sums: dict[str, str]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(dict(sorted(sums.items())), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _move_contents(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for child in src.iterdir():
+        target = dst / child.name
+        if target.exists():
+            if target.is_dir() and child.is_dir():
+                _move_contents(child, target)
+                continue
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
+        shutil.move(str(child), str(target))
+
+
+def _unpack(archive: Path, spec_file: RemoteFile, ds_dir: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix=".extract-", dir=ds_dir) as tmp_name:
+        tmp = Path(tmp_name)
+        if spec_file.pick is not None:
+            safe_extract(archive, tmp, only=lambda n: PurePosixPath(n).name == spec_file.pick)
+            found = [p for p in tmp.rglob(spec_file.pick)
+                     if p.is_file() and "__MACOSX" not in p.parts]
+            if not found:
+                raise FileNotFoundError(f"{archive} holds no file named {spec_file.pick}; "
+                                        "delete the archive and download it again")
+            os.replace(found[0], ds_dir / spec_file.pick)
+            return
+        safe_extract(archive, tmp)
+        top = [p for p in tmp.iterdir() if p.name != "__MACOSX"]
+        src = top[0] if spec_file.strip_top and len(top) == 1 and top[0].is_dir() else tmp
+        macosx = src / "__MACOSX"
+        if macosx.exists():
+            shutil.rmtree(macosx)
+        _move_contents(src, ds_dir / spec_file.extract_to)
+
+
+def prepare_dataset(
+    name: str,
+    root: str | Path = "data",
+    *,
+    mirror: str | None = None,
+    images_archive: str | Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Download and unpack dataset ``name`` into ``root/name`` (see the module docstring).
+
+    ``mirror``: a base URL (``http://...`` or ``file:///...``) that replaces every registry URL by
+    ``mirror/<filename>`` (for an institutional mirror, or the tests). ``images_archive``: a local
+    archive of the images, for datasets without a public link (Flickr30k). Downloads are verified
+    against :data:`DATASETS` or, failing that, against ``root/checksums.json`` from earlier runs;
+    unpacking is skipped when already done. Returns ``root/name``.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
+    spec = DATASETS[name]
+    root = Path(root)
+    ds_dir, downloads = root / name, root / "downloads"
+    ds_dir.mkdir(parents=True, exist_ok=True)
+    sums_path = root / "checksums.json"
+    sums = _load_checksums(sums_path)
+    for note in spec.notes:
+        print(note, file=sys.stderr)
+
+    def is_done(f: RemoteFile) -> bool:
+        return (ds_dir / f".done-{f.pick or f.filename}").exists()
+
+    def placed_by_hand(f: RemoteFile) -> bool:
+        target = ds_dir / f.extract_to
+        return target.is_dir() and any(target.iterdir())
+
+    # Fail before downloading anything when a file can only be obtained by hand.
+    for f in spec.files:
+        if f.url is None and not (images_archive or mirror or is_done(f) or placed_by_hand(f)):
+            raise ManualDownloadRequired(spec.instructions.replace("ROOT", str(root)))
+
+    for f in spec.files:
+        if is_done(f):
+            continue
+        if f.url is None and images_archive is not None:
+            archive = Path(images_archive)
+        elif f.url is None and mirror is None:
+            continue  # placed by hand (checked above)
+        else:
+            url = f"{mirror.rstrip('/')}/{f.filename}" if mirror else f.url
+            archive = downloads / f.filename
+            expected = f.sha256 or sums.get(f.filename)
+            actual = _download(url, archive, expected, progress)
+            if sums.get(f.filename) != actual:
+                sums[f.filename] = actual
+                _save_checksums(sums_path, sums)
+        _unpack(archive, f, ds_dir)
+        (ds_dir / f".done-{f.pick or f.filename}").touch()
+    return ds_dir
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sat_core.data.download",
+        description="Download a Karpathy-split dataset (captions JSON + images) into ROOT/NAME.",
+    )
+    parser.add_argument("dataset", choices=sorted(DATASETS))
+    parser.add_argument("--root", default="data", help="data folder (default: data)")
+    parser.add_argument("--mirror", default=None,
+                        help="base URL replacing the official ones (MIRROR/<archive name>)")
+    parser.add_argument("--images-archive", default=None,
+                        help="local archive of the images (needed for flickr30k)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    try:
+        path = prepare_dataset(args.dataset, args.root, mirror=args.mirror,
+                               images_archive=args.images_archive, progress=not args.no_progress)
+    except ManualDownloadRequired as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    print(f"{args.dataset} ready in {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
