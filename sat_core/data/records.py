@@ -74,7 +74,7 @@ def normalize_image(pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def denormalize_image(x: torch.Tensor) -> np.ndarray:
-    """Inverse of :func:`normalize_image`, for drawing: ``(3, H, W)`` -> float ``(H, W, 3)`` in [0, 1]."""
+    """Inverse of :func:`normalize_image`, for drawing: ``(3, H, W)`` -> ``(H, W, 3)`` in [0, 1]."""
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
     img = (x.detach().float() * std + mean).clamp(0, 1)
