@@ -431,6 +431,38 @@ def test_save_shapes_writes_pngs_and_a_karpathy_json(tmp_path, splits):
         assert np.array_equal(png, split.load_image.pixels[rec.image_id])
 
 
+def test_saved_shapes_read_back_through_the_karpathy_loader(tmp_path, splits):
+    from sat_core.data.karpathy import load_karpathy
+
+    path = save_shapes(splits, tmp_path, progress=False)
+    loaded = load_karpathy(path, tmp_path, image_size=S)
+    for name, split in splits.items():
+        assert len(loaded[name]) == len(split)
+        for mine, theirs in zip(split.records, loaded[name].records, strict=True):
+            assert theirs.filename == mine.filename and theirs.captions == mine.captions
+        rec, other = split.records[-1], loaded[name].records[-1]
+        assert torch.equal(loaded[name].load_image(other), split.load_image(rec))
+
+
+def test_shapes_splits_feed_the_caption_dataset_and_collate(splits):
+    from sat_core.data.batching import collate_captions
+    from sat_core.data.datasets import CaptionDataset, build_vocabulary
+    from sat_core.text import tokenize
+
+    split = splits["train"]
+    vocab = build_vocabulary(split)
+    assert set(vocab.itos[4:]) <= set(SHAPES_VOCAB)
+    ds = CaptionDataset(split, vocab)
+    assert len(ds) == 5 * len(split)
+    loader = torch.utils.data.DataLoader(ds, batch_size=7, collate_fn=collate_captions)
+    batch = next(iter(loader))
+    assert batch.images.shape == (7, 3, S, S)
+    assert (batch.captions != vocab.unk_id).all()
+    assert batch.lengths[0].item() == len(split.records[0].captions[0]) + 2
+    for rec in split.records:
+        assert [tokenize(r) for r in rec.raw] == rec.captions
+
+
 # -- gallery -------------------------------------------------------------------------------------
 
 
