@@ -1,0 +1,206 @@
+"""Training objectives: word NLL, the doubly stochastic penalty, and the hard-attention estimator.
+
+Shapes follow :class:`sat_core.decoder.DecoderOutput`: logits (B, T, K), alpha (B, T, L),
+targets (B, T) = ``captions[:, 1:]`` and lengths (B,) = number of real decode steps.
+
+Normalisation (one rule everywhere): every per-word quantity is divided by the number of real
+tokens N = sum_b lengths[b] (``masked_nll`` is a mean over real tokens), and every per-image
+regulariser is averaged over the batch. The hard-attention surrogate is divided by N too, so its
+first term IS ``masked_nll`` and one learning rate fits both soft and hard training.
+
+The authors' code (arctic-captions) sums the NLL over words and averages over captions; with the
+per-token mean used here, their doubly stochastic weight alpha_c corresponds to
+``lam = alpha_c / (mean caption length)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sat_core.attention import at_least_float32
+from sat_core.decoder import DecoderOutput
+
+
+def _real_steps(lengths: Tensor, T: int, device: torch.device) -> Tensor:
+    """(B, T) bool mask, True at real decode steps t < lengths[b]."""
+    return torch.arange(T, device=device).unsqueeze(0) < lengths.to(device).unsqueeze(1)
+
+
+def _check(logits: Tensor, targets: Tensor, lengths: Tensor) -> None:
+    if logits.dim() != 3 or targets.shape != logits.shape[:2]:
+        raise ValueError(
+            f"expected logits (B, T, K) and targets (B, T), got {tuple(logits.shape)} and "
+            f"{tuple(targets.shape)}; targets are captions[:, 1:]"
+        )
+    if lengths.shape != targets.shape[:1]:
+        raise ValueError(
+            f"lengths must have shape ({targets.shape[0]},), got {tuple(lengths.shape)}"
+        )
+
+
+def sequence_log_likelihood(logits: Tensor, targets: Tensor, lengths: Tensor) -> Tensor:
+    """log p(y | a) = sum_{t < lengths[b]} log p(y_t | a, y_<t), per caption: (B,), float32.
+
+    With hard attention this is log p(y | s, a), the reward of Eq. (12).
+    """
+    _check(logits, targets, lengths)
+    B, T, K = logits.shape
+    flat = at_least_float32(logits).reshape(B * T, K)
+    nll = F.cross_entropy(flat, targets.reshape(B * T), reduction="none")
+    real = _real_steps(lengths, T, logits.device)
+    return -(nll.view(B, T) * real).sum(1)
+
+
+def masked_nll(logits: Tensor, targets: Tensor, lengths: Tensor) -> Tensor:
+    """-log p(y_t | a, y_<t), averaged over the real tokens of the batch (scalar)."""
+    n_tokens = lengths.sum().clamp(min=1)
+    return -sequence_log_likelihood(logits, targets, lengths).sum() / n_tokens
+
+
+def doubly_stochastic_penalty(alpha: Tensor, lengths: Tensor, lam: float) -> Tensor:
+    """Eq. (14): lam * sum_i (1 - sum_t alpha_ti)^2, averaged over the batch.
+
+    Sums over t only the real steps t < lengths[b]: each location should receive, in total over
+    the caption, about one unit of attention (Sec. 4.2.1). alpha (B, T, L) -> scalar.
+    """
+    if alpha.dim() != 3 or lengths.shape != alpha.shape[:1]:
+        raise ValueError(
+            f"expected alpha (B, T, L) and lengths (B,), got {tuple(alpha.shape)} and "
+            f"{tuple(lengths.shape)}"
+        )
+    real = _real_steps(lengths, alpha.shape[1], alpha.device).unsqueeze(-1)
+    total = (at_least_float32(alpha) * real).sum(1)  # (B, L) = sum_t alpha_ti
+    return lam * ((1.0 - total) ** 2).sum(1).mean()
+
+
+class MovingAverageBaseline:
+    """The variance-reducing baseline of Sec. 4.1: b_k = 0.9 b_{k-1} + 0.1 log p(y | s_k, a).
+
+    ``value`` is the b to use for the CURRENT batch; call :meth:`update` with that batch's
+    log p(y | s, a) afterwards, so b never depends on the samples it scores (the estimator
+    stays unbiased). Starts at 0 as in the authors' code. ``state_dict``/``load_state_dict``
+    keep it in checkpoints.
+    """
+
+    def __init__(self, momentum: float = 0.9, value: float = 0.0) -> None:
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"MovingAverageBaseline: momentum must be in [0, 1), got {momentum}")
+        self.momentum = float(momentum)
+        self.value = torch.tensor(float(value))
+
+    def update(self, log_p_y: Tensor) -> Tensor:
+        """b <- momentum * b + (1 - momentum) * mean_batch(log p(y|s,a)); returns the new b."""
+        reward = log_p_y.detach().float().mean()
+        self.value = self.momentum * self.value.to(reward.device) + (1 - self.momentum) * reward
+        return self.value
+
+    def state_dict(self) -> dict[str, Tensor | float]:
+        return {"value": self.value.detach().cpu(), "momentum": self.momentum}
+
+    def load_state_dict(self, state: dict[str, Tensor | float]) -> None:
+        if "value" not in state:
+            raise KeyError("MovingAverageBaseline.load_state_dict: the state has no 'value'")
+        self.value = torch.as_tensor(state["value"], dtype=torch.float32).clone()
+        self.momentum = float(state.get("momentum", self.momentum))
+
+
+def hard_attention_surrogate(
+    log_p_y: Tensor,
+    log_p_s: Tensor,
+    entropy: Tensor | None,
+    n_tokens: Tensor | int,
+    baseline: Tensor | float = 0.0,
+    *,
+    lambda_r: float = 1.0,
+    lambda_e: float = 0.0,
+) -> Tensor:
+    """Surrogate loss whose gradient is minus the estimator of Eq. (12), divided by N tokens.
+
+    For each caption b (with sampled locations s_b), the paper's learning rule is
+
+        g_b = d log p(y|s,a)/dW + lambda_r (log p(y|s,a) - b) d log p(s|a)/dW + lambda_e dH[s]/dW
+
+    an unbiased (for lambda_r = 1, lambda_e = 0) Monte Carlo estimate of the gradient of the
+    variational lower bound L_s = sum_s p(s|a) log p(y|s,a) (Eq. (9)-(11)). Autograd reproduces it
+    from
+
+        loss = -(1/N) sum_b [ log p(y|s,a) + lambda_r * detach(log p(y|s,a) - b) * log p(s|a)
+                              + lambda_e * H ]
+
+    where ``.detach()`` makes the reward a constant weight of the score function.
+
+    Args:
+        log_p_y: (B,) log p(y | s, a) with gradient (``sequence_log_likelihood``).
+        log_p_s: (B,) or (B, T) log p(s | a) = sum_t log alpha_t[s_t] (``DecoderOutput.log_p_s``;
+            summed over the last dim when 2-D).
+        entropy: (B,) or (B, T) sum_t H(alpha_t) along the sampled path (the authors' entropy
+            regulariser), or None when lambda_e = 0.
+        n_tokens: N, the number of real tokens (``lengths.sum()``).
+        baseline: b, e.g. ``MovingAverageBaseline.value`` BEFORE this batch's update.
+        lambda_r, lambda_e: the paper's lambda_r and lambda_e (the authors' code uses a per-word
+            reward with lambda_r = 0.1).
+    """
+    if log_p_s.dim() == 2:
+        log_p_s = log_p_s.sum(1)
+    if log_p_y.shape != log_p_s.shape:
+        raise ValueError(
+            f"log_p_y and log_p_s must both be (B,), got {tuple(log_p_y.shape)} and "
+            f"{tuple(log_p_s.shape)}"
+        )
+    reward = (log_p_y - baseline).detach()
+    objective = log_p_y + lambda_r * reward * log_p_s
+    if lambda_e:
+        if entropy is None:
+            raise ValueError("hard_attention_surrogate: lambda_e != 0 needs the entropy")
+        objective = objective + lambda_e * (entropy.sum(1) if entropy.dim() == 2 else entropy)
+    return -objective.sum() / n_tokens
+
+
+def caption_loss(
+    output: DecoderOutput,
+    targets: Tensor,
+    lengths: Tensor,
+    *,
+    alpha_c: float = 1.0,
+    hard: bool = False,
+    baseline: MovingAverageBaseline | None = None,
+    lambda_r: float = 1.0,
+    lambda_e: float = 0.0,
+) -> dict[str, Tensor]:
+    """The training loss of a teacher-forced batch, plus its parts for logging.
+
+    Soft (Sec. 4.2): ``masked_nll + doubly_stochastic_penalty(alpha, lengths, alpha_c)``.
+    Hard (Sec. 4.1, ``hard=True``, output from ``mode="hard-sample"``):
+    ``hard_attention_surrogate + doubly_stochastic_penalty``, using b = ``baseline.value`` and
+    then UPDATING ``baseline`` with this batch's log p(y|s,a) (pass None for validation).
+
+    Returns a dict: ``loss`` (to backpropagate), and detached ``nll`` (per real token),
+    ``doubly_stochastic``, ``log_p_y`` (B,) and, when hard, ``surrogate`` and ``baseline``.
+    """
+    n_tokens = lengths.sum().clamp(min=1)
+    log_p_y = sequence_log_likelihood(output.logits, targets, lengths)
+    nll = -log_p_y.sum() / n_tokens
+    ds = doubly_stochastic_penalty(output.alpha, lengths, alpha_c)
+    parts: dict[str, Tensor] = {}
+    if hard:
+        if output.log_p_s is None:
+            raise ValueError(
+                "caption_loss(hard=True) needs log p(s|a): decode with mode='hard-sample'"
+            )
+        b = baseline.value.to(log_p_y.device) if baseline is not None else log_p_y.new_zeros(())
+        surrogate = hard_attention_surrogate(
+            log_p_y, output.log_p_s, output.entropy, n_tokens, b,
+            lambda_r=lambda_r, lambda_e=lambda_e,
+        )
+        loss = surrogate + ds
+        parts["surrogate"] = surrogate.detach()
+        parts["baseline"] = b.detach()
+        if baseline is not None:
+            baseline.update(log_p_y)
+    else:
+        loss = nll + ds
+    parts.update(loss=loss, nll=nll.detach(), doubly_stochastic=ds.detach(),
+                 log_p_y=log_p_y.detach())
+    return parts
