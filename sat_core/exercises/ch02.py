@@ -1,0 +1,159 @@
+"""Chapter 2 exercises: the Karpathy tokenization rule, and a caption as ids ``<start> .. <end>``.
+
+* :data:`check_tokenize` -- ``my_tokenize(sentence) -> list[str]`` against
+  :func:`sat_core.text.tokenize` (lower-case, punctuation deleted, split on whitespace);
+* :func:`check_encode_caption` -- ``my_encode(tokens, vocab, max_len) -> LongTensor[T]`` against
+  what :class:`sat_core.data.datasets.CaptionDataset` stores: ``[<start>, w_1..w_n, <end>]``,
+  unknown words as ``<unk>``, at most ``max_len`` words (``<end>`` always kept).
+"""
+
+from __future__ import annotations
+
+import string
+import unicodedata
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from sat_core.exercises._base import Case, ExerciseCheck, ExerciseFailed
+from sat_core.text import Vocabulary, tokenize
+
+# --------------------------------------------------------------------------- tokenization
+
+TOKENIZE_SENTENCES: tuple[tuple[str, str], ...] = (
+    ("A dog runs .", "Flickr-style spacing before the full stop"),
+    ("A dog doesn't like the other dog .", "an apostrophe inside a word"),
+    ("Two men in T-shirts, one in a hat!", "a hyphen, a comma and an exclamation mark"),
+    ("A   child\tjumps\ninto the  POOL", "runs of spaces, a tab, a newline, capitals"),
+    ("The man’s “red” bike costs $3.50 (new).", "curly quotes, a dollar sign, a decimal point"),
+    ("...", "punctuation only: no token at all"),
+)
+
+
+def _tokenize_cases() -> list[Case]:
+    return [Case((s,), name=why) for s, why in TOKENIZE_SENTENCES]
+
+
+def _is_punct(ch: str) -> bool:
+    return ch in string.punctuation or unicodedata.category(ch).startswith("P")
+
+
+def _tokenize_hints(got: Any, expected: list[str], case: Case) -> str | None:
+    if not isinstance(got, list) or not all(isinstance(t, str) for t in got):
+        return "return a list of str, e.g. ['a', 'dog', 'runs']"
+    sentence = case.args[0]
+    lines = [f"sentence {sentence!r}: expected {expected}, got {got}"]
+    flat = "".join(got)
+    if any(t != t.lower() for t in got):
+        lines.append("lower-case the sentence first (str.lower)")
+    if "" in got or any(t != t.strip() for t in got):
+        lines.append("split with str.split() and no argument: split(' ') keeps empty strings "
+                     "for double spaces and does not split on tabs or newlines")
+    ascii_left = sorted({ch for ch in flat if ch in string.punctuation})
+    if ascii_left:
+        lines.append(f"punctuation {''.join(ascii_left)!r} is left: delete every character of "
+                     "string.punctuation")
+    unicode_left = sorted({ch for ch in flat if _is_punct(ch) and ch not in string.punctuation})
+    if unicode_left:
+        lines.append(f"Unicode punctuation {''.join(unicode_left)!r} is left: delete characters "
+                     "whose unicodedata.category(ch) starts with 'P' too")
+    if "" not in got and flat == "".join(expected) and len(got) > len(expected):
+        lines.append("punctuation is DELETED, not replaced by a space: \"doesn't\" -> "
+                     "\"doesnt\", \"T-shirts\" -> \"tshirts\" (one token each)")
+    return "\n  hint: ".join(lines)
+
+
+check_tokenize = ExerciseCheck(
+    "the Karpathy tokenization rule",
+    reference=tokenize,
+    cases=_tokenize_cases,
+    hints=(_tokenize_hints,),
+)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def encode_caption(
+    tokens: Sequence[str], vocab: Vocabulary, max_len: int | None = None
+) -> torch.Tensor:
+    """Reference: ``[<start>, w_1 .. w_n, <end>]``, a LongTensor, n <= max_len (CaptionDataset)."""
+    words = list(tokens[:max_len]) if max_len is not None else list(tokens)
+    return torch.tensor(vocab.encode(words), dtype=torch.long)
+
+
+def exercise_vocabulary() -> Vocabulary:
+    """The small vocabulary the encode exercise uses: ids 4.. are a, big, red, circle, ..."""
+    return Vocabulary(["a", "big", "red", "circle", "small", "blue", "square", "above", "is"])
+
+
+def _encode_cases() -> list[Case]:
+    v = exercise_vocabulary()
+    return [
+        Case((["a", "big", "red", "circle"], v, None), name="known words, no max_len"),
+        Case((["a", "big", "orange", "circle"], v, None), name="'orange' is not in the vocabulary"),
+        Case((["a", "small", "blue", "square", "is", "above", "a", "big", "red", "circle"], v, 4),
+             name="max_len=4 words"),
+        Case(([], v, None), name="an empty caption"),
+    ]
+
+
+def _encode_hints(got: Any, expected: torch.Tensor, case: Case) -> str | None:
+    tokens, vocab, max_len = case.args
+    exp = expected.tolist()
+    if not isinstance(got, torch.Tensor):
+        return "return torch.tensor(ids, dtype=torch.long)"
+    g = got.tolist()
+    lines = [f"tokens {tokens} (max_len={max_len}): expected {exp}, got {g}"]
+    if g == exp[1:-1]:
+        lines.append(f"wrap the words in <start> (id {vocab.start_id}) and <end> "
+                     f"(id {vocab.end_id})")
+    elif g == exp[:-1] or g == exp[1:]:
+        lines.append("both <start> and <end> are needed: the decoder reads <start> first and "
+                     "must learn to stop by predicting <end>")
+    elif max_len is not None and len(g) == max_len and g == exp[:max_len]:
+        lines.append(f"truncate the WORDS to max_len, then add the specials: {max_len} words + "
+                     "<start> + <end>; cutting after adding them drops <end>")
+    elif max_len is not None and len(g) == len(tokens) + 2:
+        lines.append(f"keep at most max_len={max_len} words (tokens[:max_len])")
+    return "\n  hint: ".join(lines)
+
+
+_encode_check = ExerciseCheck(
+    "encoding a caption as ids",
+    reference=encode_caption,
+    cases=_encode_cases,
+    hints=(_encode_hints,),
+)
+
+
+def check_encode_caption(fn: Callable[..., Any]) -> None:
+    """Check ``my_encode(tokens, vocab, max_len) -> LongTensor`` against :func:`encode_caption`.
+
+    A ``KeyError`` on a word outside the vocabulary is explained (it should become ``<unk>``).
+    """
+    if not callable(fn):
+        raise ExerciseFailed(f"{_encode_check.name}: pass your function itself "
+                             f"(check_encode_caption(my_fn)), not {type(fn).__name__}")
+    vocab = exercise_vocabulary()
+
+    def guarded(tokens: Sequence[str], v: Vocabulary, max_len: int | None = None) -> Any:
+        try:
+            return fn(tokens, v, max_len)
+        except KeyError as e:
+            raise ExerciseFailed(
+                f"KeyError {e} for the tokens {list(tokens)}: a word outside the vocabulary "
+                f"must become <unk> (id {vocab.unk_id}), e.g. vocab.stoi.get(w, vocab.unk_id)"
+            ) from None
+
+    try:
+        _encode_check(guarded)
+    except ExerciseFailed as err:
+        # the KeyError explanation arrives wrapped as "your function raised ExerciseFailed: ..."
+        raise ExerciseFailed(str(err).replace("your function raised ExerciseFailed: ", "")) \
+            from None
+
+
+__all__ = ["TOKENIZE_SENTENCES", "check_encode_caption", "check_tokenize", "encode_caption",
+           "exercise_vocabulary"]
