@@ -1,0 +1,542 @@
+"""Build the executable book: papermill runs the chapters, Jupyter Book 1.x renders them.
+
+``python -m sat_core.book build`` (what ``make book`` runs):
+
+1. stage a copy of the book in ``_build/stage/`` (``_config.yml``, ``_toc.yml``, ``book/``,
+   ``notebooks/``), so the sources are never touched;
+2. execute every chapter notebook of ``_toc.yml``, in order, with papermill at its default
+   parameters (cwd = its staged folder, kernel = this environment's ``python3``), tag the
+   ``injected-parameters`` cell ``remove-cell``, and record the run times in
+   ``_build/notebook_times.json``;
+3. run ``jupyter-book build`` on the staged copy (``execute_notebooks: 'off'``: the pages show the
+   papermill outputs) with ``-W -n --keep-going``; the site lands in ``_build/html``.
+
+Checkpoints: chapters read ``artifacts_dir = "../artifacts"`` (relative to ``notebooks/``). The
+stage links ``_build/stage/artifacts`` (and ``data``) to the repository's own folders, so running
+the chapters in order lets chapter 6's checkpoint serve chapters 8-9, in the book as in JupyterLab.
+
+``python -m sat_core.book browser-test`` opens the built site in headless Chromium
+(``tests/site/test_site.py``, run by pytest). MathJax normally comes from a CDN; the test serves a
+local copy fetched once with ``npm pack mathjax@3`` into ``_build/mathjax/`` (see
+:func:`ensure_mathjax`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+KERNEL_NAME = "python3"
+CELL_TIMEOUT_S = 4 * 3600  # per cell: chapter 10 trains for real on a GPU
+STAGE_LINKS = ("artifacts", "data")  # shared with the sources, never copied
+INJECTED_TAG = "injected-parameters"
+MATHJAX_SPEC = "mathjax@3"
+
+
+class BookError(RuntimeError):
+    """The book cannot be built; the message says what is wrong and what to do next."""
+
+
+class NotebookFailed(BookError):
+    """A chapter raised while papermill executed it."""
+
+    def __init__(
+        self, notebook: str, output: Path, cell: int | None, source: str, ename: str, evalue: str
+    ) -> None:
+        self.notebook = notebook
+        self.output = output
+        self.cell = cell
+        self.ename = ename
+        self.evalue = evalue
+        where = f"cell In [{cell}]" if cell is not None else "a cell"
+        first = next((ln.strip() for ln in (source or "").splitlines() if ln.strip()), "")
+        if first:
+            where += f" (starting {first[:60]!r})"
+        super().__init__(
+            f"notebook {notebook} failed in {where}: {ename}: {evalue}\n"
+            f"the executed notebook, with the full traceback, is at {output}"
+        )
+
+
+# --------------------------------------------------------------------------- table of contents
+
+
+def toc_entries(root: Path = ROOT) -> list[str]:
+    """Every ``file:`` of ``_toc.yml`` (root first, then parts/chapters/sections, in order)."""
+    toc_path = Path(root) / "_toc.yml"
+    if not toc_path.exists():
+        raise BookError(f"{toc_path} not found: run from the repository root (or pass --root)")
+    toc = yaml.safe_load(toc_path.read_text(encoding="utf-8")) or {}
+    out: list[str] = [toc["root"]] if "root" in toc else []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, dict):
+            if "file" in node:
+                out.append(str(node["file"]))
+            for key in ("parts", "chapters", "sections"):
+                if key in node:
+                    walk(node[key])
+
+    walk({k: v for k, v in toc.items() if k != "root"})
+    return out
+
+
+def resolve_entry(root: Path, entry: str) -> Path | None:
+    """The source file of a toc entry (``.ipynb`` or ``.md``), or None when it is missing."""
+    for suffix in (".ipynb", ".md"):
+        path = Path(root) / f"{entry}{suffix}"
+        if path.exists():
+            return path
+    return None
+
+
+def chapter_notebooks(root: Path = ROOT) -> list[Path]:
+    """The chapter notebooks listed in ``_toc.yml``, in reading (and execution) order."""
+    out = []
+    for entry in toc_entries(root):
+        path = resolve_entry(root, entry)
+        if path is None:
+            raise BookError(
+                f"_toc.yml lists {entry!r} but neither {entry}.ipynb nor {entry}.md exists; "
+                "add the file or remove the entry"
+            )
+        if path.suffix == ".ipynb":
+            out.append(path)
+    return out
+
+
+# --------------------------------------------------------------------------- executing notebooks
+
+
+def kernel_python(kernel_name: str = KERNEL_NAME) -> str:
+    """The interpreter the Jupyter kernel ``kernel_name`` starts (first word of its argv)."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        return KernelSpecManager().get_kernel_spec(kernel_name).argv[0]
+    except NoSuchKernel as err:
+        raise BookError(
+            f"no Jupyter kernel named {kernel_name!r}: run `make setup` (it installs this "
+            "environment's kernel with `python -m ipykernel install --sys-prefix --name python3`)"
+        ) from err
+
+
+def check_kernel(kernel_name: str = KERNEL_NAME) -> None:
+    """Warn when the kernel would run another Python than this environment's."""
+    exe = kernel_python(kernel_name)
+    if exe in ("python", "python3", sys.executable):
+        return
+    try:
+        same = Path(exe).resolve().parent == Path(sys.executable).resolve().parent
+    except OSError:
+        same = False
+    if not same:
+        print(
+            f"warning: kernel {kernel_name!r} runs {exe}, not this environment's "
+            f"{sys.executable}; if imports fail, remove the user-level kernel "
+            f"(`jupyter kernelspec remove {kernel_name}`) or re-run `make setup`",
+            file=sys.stderr,
+        )
+
+
+def tag_injected_cell(path: Path, tag: str = "remove-cell") -> bool:
+    """Tag papermill's ``injected-parameters`` cell with ``tag``; True when there was one."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    found = False
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if INJECTED_TAG in tags:
+            found = True
+            if tag not in tags:
+                tags.append(tag)
+    if found:
+        nbformat.write(nb, path)
+    return found
+
+
+def execute_notebook(
+    src: Path,
+    dst: Path,
+    parameters: dict[str, Any] | None = None,
+    *,
+    cwd: Path | None = None,
+    kernel_name: str = KERNEL_NAME,
+    timeout: float = CELL_TIMEOUT_S,
+) -> float:
+    """Execute ``src`` with papermill into ``dst``; return the wall time in seconds.
+
+    ``cwd`` defaults to ``dst``'s folder. On an error, raises :class:`NotebookFailed` naming the
+    notebook, the cell and the exception; papermill has then written the failed notebook to ``dst``.
+    """
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    src, dst = Path(src), Path(dst)
+    if not src.exists():
+        raise BookError(f"notebook {src} not found")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(
+            str(src),
+            str(dst),
+            parameters=dict(parameters or {}),
+            kernel_name=kernel_name,
+            cwd=str(cwd or dst.parent),
+            progress_bar=False,
+            execution_timeout=timeout,
+            # the kernel's own log (e.g. "running over TCP without encryption") is noise here
+            extra_arguments=["--log-level=CRITICAL"],
+        )
+    except PapermillExecutionError as err:
+        raise NotebookFailed(
+            src.name, dst, err.exec_count, err.source, err.ename, err.evalue
+        ) from None
+    seconds = time.perf_counter() - t0
+    tag_injected_cell(dst)
+    return seconds
+
+
+def clean_notebook(path: Path) -> bool:
+    """Strip outputs, execution counts, widget state and papermill metadata; True if changed.
+
+    What ``tests/test_notebooks.py`` asks of a committed notebook; the command line is
+    ``python -m sat_core.book clean NOTEBOOK...``.
+    """
+    import nbformat
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    before = nbformat.writes(nb)
+    for key in ("widgets", "papermill"):
+        nb.metadata.pop(key, None)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+    after = nbformat.writes(nb)
+    if after != before:
+        nbformat.write(nb, path)
+    return after != before
+
+
+# --------------------------------------------------------------------------- staging
+
+
+@dataclass
+class Stage:
+    """The staged copy of the book that papermill and Jupyter Book work in."""
+
+    root: Path  # the repository
+    build: Path  # <root>/_build
+
+    @property
+    def dir(self) -> Path:
+        return self.build / "stage"
+
+    @property
+    def html(self) -> Path:
+        return self.build / "html"
+
+    @property
+    def times(self) -> Path:
+        return self.build / "notebook_times.json"
+
+    def staged(self, src: Path) -> Path:
+        return self.dir / Path(src).relative_to(self.root)
+
+
+def prepare_stage(stage: Stage) -> None:
+    """Copy the book's sources into the stage (chapter notebooks are written by papermill)."""
+    root, sdir = stage.root, stage.dir
+    sdir.mkdir(parents=True, exist_ok=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(root / name, sdir / name)
+    if (sdir / "book").exists():
+        shutil.rmtree(sdir / "book")
+    if (root / "book").exists():
+        shutil.copytree(root / "book", sdir / "book")
+    # Everything of notebooks/ but the notebooks themselves (figures, small data files).
+    if (root / "notebooks").exists():
+        shutil.copytree(
+            root / "notebooks",
+            sdir / "notebooks",
+            ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"),
+            dirs_exist_ok=True,
+        )
+    for name in STAGE_LINKS:
+        target = (root / name).resolve()
+        target.mkdir(parents=True, exist_ok=True)
+        link = sdir / name
+        if link.is_symlink() or link.exists():
+            if link.is_symlink() and link.resolve() == target:
+                continue
+            if link.is_dir() and not link.is_symlink():
+                shutil.rmtree(link)
+            else:
+                link.unlink()
+        link.symlink_to(target, target_is_directory=True)
+
+
+def load_times(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def format_times(times: dict[str, float]) -> str:
+    """A small text table of notebook run times (seconds), with the total."""
+    width = max([len(n) for n in times] + [len("notebook")])
+    lines = [f"{'notebook':<{width}}  {'seconds':>8}", f"{'-' * width}  {'-' * 8}"]
+    lines += [f"{name:<{width}}  {sec:8.1f}" for name, sec in times.items()]
+    lines += [f"{'-' * width}  {'-' * 8}", f"{'total':<{width}}  {sum(times.values()):8.1f}"]
+    return "\n".join(lines)
+
+
+def execute_chapters(
+    stage: Stage,
+    notebooks: Sequence[Path],
+    parameters: dict[str, Any],
+    *,
+    timeout: float = CELL_TIMEOUT_S,
+) -> dict[str, float]:
+    """Execute ``notebooks`` (in order) into the stage; return {notebook stem: seconds}."""
+    from tqdm.auto import tqdm
+
+    times: dict[str, float] = {}
+    bar = tqdm(notebooks, desc="executing notebooks", unit="nb", file=sys.stdout)
+    for src in bar:
+        bar.set_postfix_str(src.stem)
+        dst = stage.staged(src)
+        times[src.stem] = execute_notebook(src, dst, parameters, cwd=dst.parent, timeout=timeout)
+        tqdm.write(f"  {src.relative_to(stage.root)}: {times[src.stem]:.1f} s")
+    return times
+
+
+def jupyter_book_command(stage: Stage, strict: bool = True) -> list[str]:
+    """The ``jupyter-book build`` command line; its HTML lands in ``<build>/html``.
+
+    ``--path-output P`` makes Jupyter Book write ``P/_build/html``, so P is ``build``'s parent.
+    """
+    if stage.build.name != "_build":
+        raise BookError(f"the build folder must be called _build (got {stage.build})")
+    exe = Path(sys.executable).parent / "jupyter-book"
+    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(stage.dir)]
+    cmd += ["--path-output", str(stage.build.parent), "--builder", "html", "--all"]
+    if strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    return cmd
+
+
+def build(
+    root: Path = ROOT,
+    *,
+    execute: bool = True,
+    only: Sequence[str] = (),
+    parameters: dict[str, Any] | None = None,
+    strict: bool = True,
+    timeout: float = CELL_TIMEOUT_S,
+) -> Path:
+    """Execute the chapters and build the HTML; return the ``_build/html`` folder."""
+    root = Path(root).resolve()
+    stage = Stage(root, root / "_build")
+    chapters = chapter_notebooks(root)
+    if only:
+        wanted = set(only)
+        unknown = wanted - {p.stem for p in chapters} - {p.name for p in chapters}
+        if unknown:
+            names = ", ".join(p.stem for p in chapters)
+            raise BookError(f"--only: unknown notebook(s) {sorted(unknown)}; known: {names}")
+        run = [p for p in chapters if p.stem in wanted or p.name in wanted]
+    else:
+        run = list(chapters) if execute else []
+    prepare_stage(stage)
+
+    if run:
+        check_kernel()
+        params = dict(parameters or {})
+        times = execute_chapters(stage, run, params, timeout=timeout)
+        record = load_times(stage.times) if only else {}
+        record.setdefault("notebooks", {}).update({k: round(v, 2) for k, v in times.items()})
+        record.setdefault("parameters", {}).update({k: params for k in times})
+        stage.times.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        print("\nnotebook run times (papermill):")
+        print(format_times(times))
+        print(f"(saved to {stage.times.relative_to(root)})\n")
+
+    for src in chapters:  # pages without a fresh execution
+        dst = stage.staged(src)
+        if not dst.exists():
+            print(f"note: {src.name} has not been executed; its page will have no outputs")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+
+    cmd = jupyter_book_command(stage, strict=strict)
+    print("$", " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=root)
+    if proc.returncode != 0:
+        raise BookError(
+            f"jupyter-book build failed (exit {proc.returncode}); the warnings/errors are listed "
+            "above. Fix them in the sources (book/, notebooks/), not in _build/stage"
+        )
+    index = stage.html / "index.html"
+    if not index.exists():
+        raise BookError(f"jupyter-book finished but {index} is missing")
+    print(f"built {stage.html.relative_to(root)} in {time.perf_counter() - t0:.1f} s")
+    return stage.html
+
+
+# --------------------------------------------------------------------------- browser test
+
+
+def ensure_mathjax(build_dir: Path = ROOT / "_build") -> Path:
+    """A local copy of MathJax 3 (the CDN is unreachable in tests); return its package folder.
+
+    ``npm pack mathjax@3`` downloads the package tarball from the npm registry once; it is
+    unpacked to ``<build_dir>/mathjax/package`` (holding ``es5/tex-mml-chtml.js``, the file
+    Sphinx loads from ``https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js``).
+    """
+    build_dir = Path(build_dir)
+    package = build_dir / "mathjax" / "package"
+    if (package / "es5" / "tex-mml-chtml.js").exists():
+        return package
+    npm = shutil.which("npm")
+    if npm is None:
+        raise BookError(
+            "npm is needed once to fetch MathJax 3 for the browser test (apt-get install npm), "
+            f"or unpack the mathjax@3 npm package to {package} yourself"
+        )
+    build_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [npm, "pack", MATHJAX_SPEC, "--pack-destination", str(build_dir), "--silent"],
+        capture_output=True,
+        text=True,
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise BookError(f"`npm pack {MATHJAX_SPEC}` failed: {proc.stderr.strip()[-500:]}")
+    tarball = build_dir / lines[-1].strip()
+    tmp = build_dir / "mathjax.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with tarfile.open(tarball) as tar:
+        tar.extractall(tmp, filter="data")
+    shutil.rmtree(package.parent, ignore_errors=True)
+    tmp.rename(package.parent)
+    tarball.unlink()
+    if not (package / "es5" / "tex-mml-chtml.js").exists():
+        raise BookError(f"{tarball.name} has no es5/tex-mml-chtml.js: is it MathJax 3?")
+    return package
+
+
+def browser_test(root: Path = ROOT, pytest_args: Sequence[str] = ()) -> int:
+    """Run ``tests/site`` with pytest against ``_build/html``; return pytest's exit code."""
+    root = Path(root).resolve()
+    if not (root / "_build" / "html" / "index.html").exists():
+        raise BookError("_build/html is missing: run `make book` first")
+    ensure_mathjax(root / "_build")
+    cmd = [sys.executable, "-m", "pytest", str(root / "tests" / "site"), *pytest_args]
+    print("$", " ".join(cmd), flush=True)
+    return subprocess.run(cmd, cwd=root, env={**os.environ, "SAT_BOOK_ROOT": str(root)}).returncode
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sat_core.book",
+        description="Execute the chapter notebooks with papermill and build the book with "
+        "Jupyter Book 1.x (into _build/html), or test the built site in a headless browser.",
+    )
+    parser.add_argument(
+        "--root", type=Path, default=ROOT, help="repository root (default: %(default)s)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="execute the notebooks and build _build/html")
+    b.add_argument(
+        "--no-execute",
+        action="store_true",
+        help="do not run the notebooks: reuse the ones already executed in _build/stage",
+    )
+    b.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        default=(),
+        help="execute only these notebooks (stem like 04_soft_attention); the others keep "
+        "their last executed version",
+    )
+    b.add_argument(
+        "--parameters",
+        type=json.loads,
+        default=None,
+        metavar="JSON",
+        help="papermill parameters for every notebook, e.g. '{\"smoke\": true}' (default: none, "
+        "i.e. each notebook's own defaults)",
+    )
+    b.add_argument(
+        "--timeout",
+        type=float,
+        default=CELL_TIMEOUT_S,
+        help="per-cell timeout in seconds (default: %(default)s)",
+    )
+    b.add_argument(
+        "--no-strict", action="store_true", help="do not turn Sphinx warnings into errors"
+    )
+    t = sub.add_parser("browser-test", help="check the built site in headless Chromium (pytest)")
+    t.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    c = sub.add_parser(
+        "clean", help="strip outputs, execution counts and widget state from notebooks (in place)"
+    )
+    c.add_argument("notebooks", nargs="+", type=Path, metavar="NOTEBOOK")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "build":
+            if args.parameters is not None and not isinstance(args.parameters, dict):
+                parser.error("--parameters must be a JSON object, e.g. '{\"smoke\": true}'")
+            build(
+                args.root,
+                execute=not args.no_execute,
+                only=args.only,
+                parameters=args.parameters,
+                strict=not args.no_strict,
+                timeout=args.timeout,
+            )
+            return 0
+        if args.command == "clean":
+            for path in args.notebooks:
+                if not path.exists():
+                    raise BookError(f"{path} not found")
+                print(f"{path}: {'cleaned' if clean_notebook(path) else 'already clean'}")
+            return 0
+        return browser_test(args.root, args.pytest_args)
+    except BookError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""The built book in a real browser: every page renders, with its figures, typeset math, no error
+output, and (for chapters) a Colab button pointing at its own notebook.
+
+Run with ``make browser-test`` (``python -m sat_core.book browser-test``) after ``make book``;
+plain ``pytest`` never collects this folder (``norecursedirs`` in pyproject.toml). Screenshots of
+every page go to ``_build/screenshots/``.
+
+Nothing here downloads a browser: Playwright drives Debian's ``/usr/bin/chromium``. Requests
+that leave 127.0.0.1 are blocked, except MathJax's CDN URL (``.../npm/mathjax@3/...``), which is
+answered from the copy that ``sat_core.book.ensure_mathjax`` unpacked into ``_build/mathjax``
+(fetched once with ``npm pack mathjax@3``).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from sat_core.book import BookError, ensure_mathjax, resolve_entry, toc_entries
+
+ROOT = Path(os.environ.get("SAT_BOOK_ROOT", Path(__file__).resolve().parents[2]))
+HTML = ROOT / "_build" / "html"
+SHOTS = ROOT / "_build" / "screenshots"
+CHROMIUM = os.environ.get("SAT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+EXTERNAL = re.compile(r"^https?://(?!127\.0\.0\.1[:/])")
+MATHJAX_URL = re.compile(r"/mathjax@3/(?P<path>[^?#]+)")
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture(scope="session")
+def site_url() -> Iterator[str]:
+    """Serve _build/html with http.server in a thread; yield its base URL."""
+    if not (HTML / "index.html").exists():
+        pytest.fail(f"{HTML} has no index.html: build the book first (make book)", pytrace=False)
+    handler = functools.partial(_QuietHandler, directory=str(HTML))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
+def mathjax_dir() -> Path:
+    try:
+        return ensure_mathjax(ROOT / "_build")
+    except BookError as err:
+        pytest.fail(str(err), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+        pytest.fail(
+            f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium); "
+            "Playwright's own browser download is not used",
+            pytrace=False,
+        )
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser, mathjax_dir):
+    """A fresh page whose outside requests are blocked, MathJax's answered locally."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    blocked: list[str] = []
+
+    def route(r):
+        url = r.request.url
+        m = MATHJAX_URL.search(url)
+        if m and (mathjax_dir / m["path"]).is_file():
+            r.fulfill(path=str(mathjax_dir / m["path"]))
+        else:
+            blocked.append(url)
+            r.abort()
+
+    context.route(EXTERNAL, route)
+    pg = context.new_page()
+    pg.blocked_requests = blocked  # type: ignore[attr-defined]
+    pg.page_errors = []  # type: ignore[attr-defined]
+    pg.on("pageerror", lambda err: pg.page_errors.append(str(err)))
+    try:
+        yield pg
+    finally:
+        context.close()
+
+
+pytestmark = pytest.mark.browser
+
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+ENTRIES = toc_entries(ROOT)
+RAW_TEX = re.compile(r"\\[A-Za-z]{2,}|\$\$|\\\(|\\\[|\$[^$\s][^$]*\\[A-Za-z]+[^$]*\$")
+# Harmless and upstream: Sphinx 7.4 emits sphinx-thebe's inline config script twice (registered
+# with filename None, re-added as ''), so the second copy re-declares the same constants.
+KNOWN_JS_ERRORS = ("Identifier 'THEBE_JS_URL' has already been declared",)
+ERROR_OUTPUTS = ".output.traceback, .output.stderr, .output.error"
+
+# Visible prose text only: code, outputs and MathJax's own markup removed.
+PROSE_TEXT_JS = """() => {
+  const root = (document.querySelector('main') || document.body).cloneNode(true);
+  root.querySelectorAll('pre, code, script, style, textarea, mjx-container, mjx-assistive-mml, '
+      + '.highlight, .cell_input, .cell_output, .headerlink').forEach(e => e.remove());
+  return root.innerText;
+}"""
+
+
+def expected_title(entry: str) -> str:
+    """The first '# ' heading of the page's source (markdown file or first markdown cell)."""
+    src = resolve_entry(ROOT, entry)
+    if src.suffix == ".ipynb":
+        text = "\n".join(
+            c.source for c in nbformat.read(src, as_version=4).cells if c.cell_type == "markdown"
+        )
+    else:
+        text = src.read_text(encoding="utf-8")
+    m = re.search(r"^# (.+)$", text, flags=re.M)
+    assert m, f"{src} has no '# Title' heading"
+    return re.sub(r"[`*_]", "", m.group(1)).strip()
+
+
+def draws(entry: str) -> bool:
+    """Chapters draw unless their notebook says ``"sat": {"draws": false}`` in its metadata."""
+    nb = nbformat.read(resolve_entry(ROOT, entry), as_version=4)
+    return bool(nb.metadata.get("sat", {}).get("draws", True))
+
+
+def colab_url(entry: str) -> str:
+    repo = CONFIG["repository"]
+    org_repo = re.sub(r"^https://github\.com/", "", repo["url"]).strip("/")
+    return (
+        f"{CONFIG['launch_buttons']['colab_url']}/github/{org_repo}/blob/{repo['branch']}/"
+        f"{repo.get('path_to_book') or ''}{entry}.ipynb"
+    )
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_page(entry, page, site_url):
+    is_chapter = resolve_entry(ROOT, entry).suffix == ".ipynb"
+    assert (HTML / f"{entry}.html").exists(), f"{entry}.html was not built"
+    response = page.goto(f"{site_url}/{entry}.html", wait_until="load")
+    assert response is not None and response.ok, (
+        f"{entry}.html: HTTP {response and response.status}"
+    )
+    problems: list[str] = []
+
+    # 1. it renders: a title and the page's h1
+    h1 = page.locator("article h1").first
+    title = expected_title(entry)
+    if not h1.is_visible():
+        problems.append("no visible <h1>")
+    elif h1.inner_text().replace("#", "").strip() != title:
+        problems.append(f"h1 is {h1.inner_text()!r}, expected {title!r}")
+    if title.split()[-1] not in page.title():
+        problems.append(f"<title> {page.title()!r} does not name the page")
+
+    # 2. math typeset by MathJax, no raw LaTeX left in the prose
+    n_math = page.locator(".math").count()
+    if n_math:
+        try:
+            page.wait_for_function(
+                "() => window.MathJax && MathJax.startup && MathJax.startup.promise"
+            )
+            page.evaluate("() => MathJax.startup.promise")
+        except Exception as err:  # playwright's TimeoutError and friends
+            problems.append(
+                f"MathJax never started ({type(err).__name__}); blocked: {page.blocked_requests}"
+            )
+        untypeset = page.locator(".math:not(:has(mjx-container))").count()
+        if untypeset:
+            problems.append(f"{untypeset} of {n_math} math elements were not typeset by MathJax")
+    raw = sorted(set(RAW_TEX.findall(page.evaluate(PROSE_TEXT_JS))))
+    if raw:
+        problems.append(f"raw LaTeX in the text: {raw[:8]}")
+
+    # 3. no error output: tracebacks, stderr streams
+    n_err = page.locator(ERROR_OUTPUTS).count()
+    if n_err:
+        first = page.locator(ERROR_OUTPUTS).first.inner_text()[:300]
+        problems.append(f"{n_err} error/stderr output(s), the first: {first!r}")
+    if page.locator(".tag_injected-parameters").count():
+        problems.append("papermill's injected-parameters cell is visible")
+
+    if is_chapter:
+        # 4. its figures are there and loaded
+        imgs = page.locator(".cell_output img")
+        if draws(entry):
+            if imgs.count() == 0:
+                problems.append("no figure (<img>) in the cell outputs")
+            broken = page.evaluate(
+                "() => [...document.querySelectorAll('.cell_output img')]"
+                ".filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
+            )
+            if broken:
+                problems.append(f"figures that did not load: {broken}")
+        # 5. the Colab button opens this chapter's notebook
+        links = page.locator("a[href*='colab.research.google.com']")
+        hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
+        if hrefs != [colab_url(entry)]:
+            problems.append(f"Colab link(s) {hrefs}, expected [{colab_url(entry)!r}]")
+        else:
+            page.locator(".dropdown-launch-buttons button").first.click()
+            if not links.first.is_visible():
+                problems.append("the launch (rocket) menu does not show the Colab entry")
+
+    js_errors = [e for e in page.page_errors if not any(k in e for k in KNOWN_JS_ERRORS)]
+    if js_errors:
+        problems.append(f"JavaScript errors: {js_errors[:3]}")
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    height = min(page.evaluate("() => document.documentElement.scrollHeight"), 4000)
+    page.screenshot(
+        path=str(SHOTS / f"{entry.replace('/', '__')}.png"),
+        full_page=True,
+        clip={"x": 0, "y": 0, "width": 1280, "height": height},
+    )
+    assert not problems, f"{entry}.html:\n  " + "\n  ".join(problems)

@@ -1,0 +1,261 @@
+"""The chapter notebooks: committed clean, parameterised, Colab-ready, in the toc, and they run.
+
+The last group executes EVERY notebook with papermill at smoke parameters
+({"smoke": True, "device": "cpu", "artifacts_dir": <one temporary folder for the session>}), in the
+order of ``_toc.yml`` so that chapter 6's checkpoint serves chapters 8-9, exactly as ``make book``
+does at the default parameters.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from importlib.metadata import requires
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from sat_core.book import (
+    BookError,
+    NotebookFailed,
+    chapter_notebooks,
+    clean_notebook,
+    execute_notebook,
+    format_times,
+    resolve_entry,
+    tag_injected_cell,
+    toc_entries,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+IN_TOC = chapter_notebooks(ROOT)
+SMOKE = {"smoke": True, "device": "cpu"}
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+
+ids = [p.stem for p in NOTEBOOKS]
+
+
+def read(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+def code_cells(nb: nbformat.NotebookNode) -> list:
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def test_there_are_chapter_notebooks():
+    assert len(NOTEBOOKS) >= 9, "notebooks/ should hold chapters 2-10"
+
+
+# --------------------------------------------------------------------------- (a) committed clean
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_committed_without_outputs(path):
+    nb = read(path)
+    nbformat.validate(nb)
+    dirty = [
+        i
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code" and (c.outputs or c.execution_count is not None)
+    ]
+    assert not dirty, (
+        f"{path.name}: cells {dirty} have outputs or execution counts; clear them "
+        "(JupyterLab: Edit > Clear Outputs of All Cells) before committing"
+    )
+    assert "papermill" not in nb.metadata, f"{path.name} is an executed (papermill) copy"
+    assert "widgets" not in nb.metadata, f"{path.name} carries saved widget state: clear it"
+
+
+# --------------------------------------------------------------------------- (b) parameters
+
+
+def parameters_of(path: Path) -> dict:
+    cells = [c for c in read(path).cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"{path.name}: {len(cells)} cells tagged 'parameters', need exactly 1"
+    assert cells[0].cell_type == "code"
+    values = {}
+    for node in ast.parse(cells[0].source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            values[node.targets[0].id] = ast.literal_eval(node.value)
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            values[node.target.id] = ast.literal_eval(node.value)
+    return values
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_parameters_cell(path):
+    values = parameters_of(path)
+    assert values.get("device") == "auto", f'{path.name}: need device = "auto"'
+    assert values.get("smoke") is False, f"{path.name}: need smoke = False"
+    assert isinstance(values.get("seed"), int), f"{path.name}: need an integer seed"
+    assert values.get("artifacts_dir") == "../artifacts", (
+        f'{path.name}: need artifacts_dir = "../artifacts" (the repository\'s artifacts/)'
+    )
+
+
+# --------------------------------------------------------------------------- (c) Colab
+
+
+def colab_install_line(source: str) -> tuple[str, str]:
+    """(the `if "google.colab" in sys.modules:` line, the pip line inside it)."""
+    lines = source.splitlines()
+    guard = next(
+        (i for i, ln in enumerate(lines) if re.match(r'if\s+"google\.colab"\s+in\s+sys\.modules', ln)),
+        None,
+    )
+    assert guard is not None, 'the first code cell must test `if "google.colab" in sys.modules:`'
+    body = [ln for ln in lines[guard + 1 :] if ln.strip()]
+    pip = next((ln for ln in body if re.match(r"\s+[%!]pip install ", ln)), None)
+    assert pip is not None, "the Colab branch must `%pip install` sat_core"
+    return lines[guard], pip
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_first_code_cell_installs_sat_core_on_colab_only(path):
+    source = code_cells(read(path))[0].source
+    assert "import sys" in source
+    _, pip = colab_install_line(source)
+    repo = CONFIG["repository"]
+    assert f"git+{repo['url']}@{repo['branch']}" in pip, (
+        f"{path.name}: install from {repo['url']} at branch {repo['branch']}"
+    )
+    assert "sat_core" in pip
+    # nothing that would replace Colab's own torch
+    assert not re.search(r"(^|\s)(-U|--upgrade|--force-reinstall|--upgrade-strategy)\b", pip)
+    assert not re.search(r"\btorch", pip.split("git+")[0]), "do not pip install torch on Colab"
+
+
+def test_sat_core_sets_only_lower_bounds_on_torch():
+    """The Colab cell relies on this: pip keeps an installed torch that satisfies >= bounds."""
+    deps = [d.split(";")[0].strip() for d in requires("sat_core") or []]
+    pinned = [d for d in deps if re.match(r"(torch|torchvision)\b", d)]
+    assert pinned, "sat_core should declare its torch requirement"
+    for dep in pinned:
+        assert re.fullmatch(r"(torch|torchvision)\s*>=\s*[\d.]+", dep), f"{dep}: lower bound only"
+
+
+def test_colab_links_point_at_this_repository():
+    repo = CONFIG["repository"]
+    assert repo["branch"] == "main", "Jupyter Book defaults to 'master': Colab links would break"
+    assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    assert CONFIG["execute"]["execute_notebooks"] == "off"
+
+
+# --------------------------------------------------------------------------- (d) toc
+
+
+def test_every_notebook_is_in_the_toc_and_every_entry_exists():
+    entries = toc_entries(ROOT)
+    missing = [e for e in entries if resolve_entry(ROOT, e) is None]
+    assert not missing, f"_toc.yml entries without a file: {missing}"
+    assert len(entries) == len(set(entries)), "an entry is listed twice in _toc.yml"
+    assert {p.name for p in IN_TOC} == {p.name for p in NOTEBOOKS}, (
+        "notebooks/ and _toc.yml disagree: add new chapters to _toc.yml"
+    )
+
+
+def test_toc_parsing_on_a_hand_made_toc(tmp_path):
+    (tmp_path / "_toc.yml").write_text(
+        "format: jb-book\nroot: intro\nparts:\n"
+        "  - caption: A\n    chapters:\n      - file: nb/one\n        sections:\n"
+        "          - file: nb/two\n  - caption: B\n    chapters:\n      - file: three\n"
+    )
+    assert toc_entries(tmp_path) == ["intro", "nb/one", "nb/two", "three"]
+    (tmp_path / "nb").mkdir()
+    (tmp_path / "intro.md").write_text("# hi\n")
+    (tmp_path / "three.md").write_text("# three\n")
+    nbformat.write(new_notebook(), tmp_path / "nb" / "one.ipynb")
+    with pytest.raises(BookError, match="lists 'nb/two' but neither"):
+        chapter_notebooks(tmp_path)
+    nbformat.write(new_notebook(), tmp_path / "nb" / "two.ipynb")
+    assert [p.name for p in chapter_notebooks(tmp_path)] == ["one.ipynb", "two.ipynb"]
+
+
+def test_format_times_table():
+    table = format_times({"02_a": 1.0, "10_b": 2.25}).splitlines()
+    assert table[0].split() == ["notebook", "seconds"]
+    assert table[2].split() == ["02_a", "1.0"] and table[3].split() == ["10_b", "2.2"]
+    assert table[-1].split() == ["total", "3.2"]
+
+
+def test_tag_injected_cell(tmp_path):
+    nb = new_notebook(
+        cells=[
+            new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+            new_code_cell("x = 2", metadata={"tags": ["injected-parameters"]}),
+        ]
+    )
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    assert tag_injected_cell(path)
+    tags = [c.metadata.get("tags") for c in read(path).cells]
+    assert tags == [["parameters"], ["injected-parameters", "remove-cell"]]
+    nbformat.write(new_notebook(cells=[new_code_cell("1")]), path)
+    assert not tag_injected_cell(path)
+
+
+# --------------------------------------------------------------------------- (e) execution
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir(tmp_path_factory) -> Path:
+    """One folder for the whole session: checkpoints flow from chapter 6 to chapters 8-9."""
+    return tmp_path_factory.mktemp("artifacts")
+
+
+@pytest.mark.slow
+@pytest.mark.notebook
+def test_papermill_machinery_injects_tags_and_reports_failures(tmp_path):
+    cells = [
+        new_markdown_cell("# t"),
+        new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+        new_code_cell("print(x * 10)"),
+        new_code_cell("assert x < 3, 'x is too big'"),
+    ]
+    src = tmp_path / "tiny.ipynb"
+    kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(new_notebook(cells=cells, metadata={"kernelspec": kernelspec}), src)
+    out = tmp_path / "out" / "tiny.ipynb"
+    seconds = execute_notebook(src, out, {"x": 2}, cwd=tmp_path)
+    assert seconds > 0
+    nb = read(out)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "remove-cell" in injected[0].metadata["tags"]
+    assert nb.cells.index(injected[0]) == 2  # right after the parameters cell
+    assert nb.cells[3].outputs[0]["text"] == "20\n"
+    assert "papermill" not in read(src).metadata  # the source is untouched
+    # `python -m sat_core.book clean` turns the executed copy back into a committable notebook
+    assert clean_notebook(out) and not clean_notebook(out)
+    cleaned = read(out)
+    assert "papermill" not in cleaned.metadata
+    assert all(not c.outputs and c.execution_count is None for c in code_cells(cleaned))
+    assert [c.source for c in cleaned.cells] == [c.source for c in nb.cells]
+
+    with pytest.raises(NotebookFailed) as info:
+        execute_notebook(src, out, {"x": 5}, cwd=tmp_path)
+    msg = str(info.value)
+    assert "notebook tiny.ipynb failed in cell In [4]" in msg
+    assert "AssertionError: x is too big" in msg and str(out) in msg
+    failed = read(out)  # papermill wrote the failed notebook, traceback included
+    assert any(o.get("output_type") == "error" for c in code_cells(failed) for o in c.outputs)
+
+
+@pytest.mark.slow
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", IN_TOC, ids=[p.stem for p in IN_TOC])
+def test_notebook_runs_at_smoke_parameters(path, artifacts_dir, tmp_path):
+    params = {**SMOKE, "artifacts_dir": str(artifacts_dir)}
+    try:
+        execute_notebook(path, tmp_path / path.name, params, cwd=path.parent, timeout=600)
+    except NotebookFailed as err:
+        pytest.fail(str(err), pytrace=False)
+    nb = read(tmp_path / path.name)
+    errors = [o for c in code_cells(nb) for o in c.outputs if o.get("output_type") == "error"]
+    assert not errors, json.dumps(errors)[:500]
