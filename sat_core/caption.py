@@ -1,0 +1,205 @@
+"""Caption images and draw where the model looked: ``python -m sat_core.caption``.
+
+    python -m sat_core.caption --checkpoint runs/shapes-soft/best.pt a.png b.jpg --out-dir out
+
+For every image: resize it as in training, encode it into annotation vectors a_i, decode with the
+batched beam search (Sec. 5.2), print the caption, and write ``<out-dir>/<name>_attention.png``:
+one panel per word with its attention weights alpha_t (Eq. (5)) upsampled to the image and
+smoothed, as in the paper's Fig. 2, 3 and 5 (:func:`sat_core.viz.attention_overlay`).
+
+In a notebook: ``result = caption_image(model, vocab, "a.png", image_size=64)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from sat_core.checkpoint import CheckpointError
+from sat_core.data.karpathy import load_image_file
+from sat_core.data.records import ImageLoadError, denormalize_image
+from sat_core.decoding import Hypothesis, beam_search
+from sat_core.model import Captioner
+from sat_core.text import Vocabulary
+
+
+@dataclass
+class CaptionResult:
+    """The caption of one image, with everything needed to draw its attention.
+
+    ``words`` is the caption (no specials); ``panel_words`` adds ``<end>`` when the caption
+    finished, one per row of ``hypothesis.alphas``; ``image`` is what the model saw, float
+    ``(H, W, 3)`` in [0, 1]; ``grid`` = (h, w) with h * w = L locations.
+    """
+
+    source: str
+    words: list[str]
+    hypothesis: Hypothesis
+    image: np.ndarray
+    grid: tuple[int, int]
+
+    @property
+    def caption(self) -> str:
+        return " ".join(self.words)
+
+    @property
+    def panel_words(self) -> list[str]:
+        return self.words + ["<end>"] if self.hypothesis.finished else list(self.words)
+
+    def figure(self, smooth: bool = True) -> Figure:
+        """The per-word attention overlay (:func:`sat_core.viz.attention_overlay`)."""
+        from sat_core.viz import attention_overlay
+
+        fig = attention_overlay(self.image, self.hypothesis.alphas, self.panel_words, self.grid,
+                                smooth=smooth, betas=self.hypothesis.betas)
+        fig.suptitle(self.caption or "(empty caption)", fontsize=10)
+        return fig
+
+
+def attention_grid(
+    model: Captioner, height: int, width: int, num_locations: int
+) -> tuple[int, int]:
+    """(h, w) of the annotation grid: the encoder's, else a square of ``num_locations``."""
+    encoder = model.encoder
+    if encoder is not None and hasattr(encoder, "grid_for"):
+        grid = tuple(encoder.grid_for(height, width))
+    else:
+        side = math.isqrt(num_locations)
+        grid = (side, num_locations // max(side, 1))
+    if grid[0] * grid[1] != num_locations:
+        raise ValueError(f"the encoder's grid {grid} does not match L={num_locations} locations")
+    return grid  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def caption_image(
+    model: Captioner,
+    vocab: Vocabulary,
+    image: str | Path | torch.Tensor,
+    *,
+    image_size: int,
+    resize: int | None = None,
+    beam_size: int = 3,
+    max_len: int = 20,
+    length_norm: float = 0.0,
+    mode: str = "soft",
+) -> CaptionResult:
+    """Caption one image (a file, or a normalised ``(3, H, W)`` tensor such as
+    ``split.load_image(record)``) with beam search; keep alpha_t of every word.
+
+    A missing or unreadable file raises :class:`~sat_core.data.records.ImageLoadError` naming it.
+    """
+    if isinstance(image, torch.Tensor):
+        x, source = image, "<tensor>"
+        if x.dim() != 3 or x.shape[0] != 3:
+            raise ValueError(f"caption_image: expected a (3, H, W) image tensor, got "
+                             f"{tuple(x.shape)}")
+    else:
+        x, source = load_image_file(image, image_size, resize), str(image)
+    device = next(model.parameters()).device
+    model.eval()
+    a = model.encode(x[None].to(device))  # (1, L, D)
+    hyp = beam_search(model.decoder, a, beam_size=beam_size, max_len=max_len,
+                      start_id=vocab.start_id, end_id=vocab.end_id, length_norm=length_norm,
+                      mode=mode, suppress_ids=(vocab.pad_id,))[0]
+    grid = attention_grid(model, x.shape[1], x.shape[2], a.shape[1])
+    words = [vocab.itos[t] for t in hyp.tokens]  # one per row of alphas (<unk> included)
+    return CaptionResult(source, words, hyp, denormalize_image(x.cpu()), grid)
+
+
+def check_images(paths: list[str | Path]) -> None:
+    """Raise :class:`ImageLoadError` naming every path that is missing or not a readable image."""
+    from PIL import Image
+
+    bad = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_file():
+            bad.append(f"{path} (file not found)")
+            continue
+        try:
+            with Image.open(path) as im:
+                im.load()
+        except Exception as e:  # PIL raises many types for corrupt data
+            bad.append(f"{path} (corrupt or not an image: {type(e).__name__})")
+    if bad:
+        raise ImageLoadError(", ".join(bad), "fix or leave out these files and run again")
+
+
+def _png_name(path: str, used: set[str]) -> str:
+    stem = Path(path).stem or "image"
+    name, k = f"{stem}_attention.png", 1
+    while name in used:
+        k += 1
+        name = f"{stem}_{k}_attention.png"
+    used.add(name)
+    return name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m sat_core.caption",
+        description="Caption images with a trained checkpoint and draw the attention map of "
+        "every word over the image (one PNG per image).",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT",
+                   help="a checkpoint of sat_core.train (e.g. runs/shapes-soft/best.pt)")
+    p.add_argument("--beam-size", type=int, default=3, help="beam width k (default 3)")
+    p.add_argument("--max-len", type=int, default=20, help="longest caption in words (default 20)")
+    p.add_argument("--length-norm", type=float, default=0.0,
+                   help="rank beams by log p / length^x (default 0)")
+    p.add_argument("--mode", default=None, choices=("soft", "hard-expect", "hard-argmax"),
+                   help="attention at decode time (default: the checkpoint's)")
+    p.add_argument("--out-dir", default="captions", help="where the PNGs go (default captions/)")
+    p.add_argument("--no-smooth", action="store_true",
+                   help="paint each grid cell flat instead of the smoothed upsampling")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | ... (default auto)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no window
+    import matplotlib.pyplot as plt
+
+    from sat_core.evaluate import load_captioner
+
+    try:
+        check_images(args.images)
+        model, vocab, cfg = load_captioner(args.checkpoint, args.device)
+    except (ImageLoadError, CheckpointError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    for path in args.images:
+        try:
+            result = caption_image(model, vocab, path, image_size=cfg.image_size,
+                                   resize=cfg.resize or None, beam_size=args.beam_size,
+                                   max_len=args.max_len, length_norm=args.length_norm,
+                                   mode=args.mode or cfg.eval_mode)
+        except ImageLoadError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        fig = result.figure(smooth=not args.no_smooth)
+        png = out_dir / _png_name(path, used)
+        fig.savefig(png, dpi=100)
+        plt.close(fig)
+        print(f"{path}: {result.caption}")
+        print(f"  attention: {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
