@@ -345,6 +345,18 @@ class _Step:
     scores: Tensor  # (B, k) log p(y_1..y_t | a) of slot j
     ended: Tensor  # (B, k) slot j emitted <end> and was set aside
 
+    def scatter(self, images: Tensor, batch: int) -> _Step:
+        """This step of the images still searching, placed at their rows of a (batch, k) step."""
+
+        def full(x: Tensor, fill: float) -> Tensor:
+            out = x.new_full((batch, *x.shape[1:]), fill)
+            out[images] = x
+            return out
+
+        return _Step(full(self.words, 0), full(self.parents, 0), full(self.alphas, 0.0),
+                     full(self.betas, 0.0), full(self.scores, -math.inf),
+                     full(self.ended, False))
+
 
 def beam_search(
     decoder: nn.Module,
@@ -375,14 +387,15 @@ def beam_search(
         suppress_ids: word ids never emitted (besides ``<start>``, which never is).
 
     Slot j of image b lives in row ``b * k + j`` of every ``(B*k, ...)`` tensor. A slot that is
-    finished, or was never filled, carries score -inf, so its candidates are never chosen.
+    finished, or was never filled, carries score -inf, so its candidates are never chosen. An image
+    whose k places are all finished is done; once a quarter of the images in the batch are done,
+    their rows are dropped from every tensor (``active`` lists the images still searching).
     """
     _check_args(a, beam_size, max_len, mode)
     banned = sorted({start_id, *suppress_ids})
     batch, k, device = a.shape[0], beam_size, a.device
     if batch == 0:
         return []
-    rows = torch.arange(batch, device=device)[:, None] * k  # (B, 1): first row of each image
     history: list[_Step] = []
     with _eval_mode(decoder):
         # a_i and W_a a_i once per image, repeated for its k beams: (B*k, L, ...)
@@ -393,35 +406,48 @@ def beam_search(
         scores = torch.full((batch, k), -math.inf, device=device, dtype=dtype)
         scores[:, 0] = 0.0  # one empty hypothesis per image
         capacity = torch.full((batch, 1), k, device=device)  # k minus the finished, per image
+        active = torch.arange(batch, device=device)  # the images still searching
         rank = torch.arange(k, device=device)[None, :]
         for _ in range(max_len):
+            n = active.shape[0]
             out = decoder.step(y, state, ann, mode=mode)
-            logp = _log_probs(out.logits, banned)  # (B*k, K)
+            logp = _log_probs(out.logits, banned)  # (n*k, K)
             num_words = logp.shape[1]
-            cand = (scores.view(-1, 1) + logp).view(batch, k * num_words)
-            top, idx = cand.topk(k, dim=1)  # (B, k), best first
+            cand = (scores.view(-1, 1) + logp).view(n, k * num_words)
+            top, idx = cand.topk(k, dim=1)  # (n, k), best first
             parents, words = idx // num_words, idx % num_words
             kept = (rank < capacity) & torch.isfinite(top)
             ended = kept & (words == end_id)
             alive = kept & ~ended
-            flat = (rows + parents).view(-1)  # back-pointers as rows of the (B*k, ...) tensors
-            history.append(
-                _Step(
-                    words=words,
-                    parents=parents,
-                    alphas=out.alpha[flat].view(batch, k, -1),
-                    betas=_beta(out, out.alpha)[flat].view(batch, k),
-                    scores=top,
-                    ended=ended,
-                )
+            # back-pointers as rows of the (n*k, ...) tensors
+            flat = (torch.arange(n, device=device)[:, None] * k + parents).view(-1)
+            step = _Step(
+                words=words,
+                parents=parents,
+                alphas=out.alpha[flat].view(n, k, -1),
+                betas=_beta(out, out.alpha)[flat].view(n, k),
+                scores=top,
+                ended=ended,
             )
+            history.append(step if n == batch else step.scatter(active, batch))
             capacity = capacity - ended.sum(dim=1, keepdim=True)
             scores = top.masked_fill(~alive, -math.inf)
-            if not bool(alive.any()):
+            searching = alive.any(dim=1)  # (n,)
+            n_left = int(searching.sum())
+            if n_left == 0:
                 break
-            state = _rows(out.state, batch * k, lambda x, i=flat: x[i])
+            state = _rows(out.state, n * k, lambda x, i=flat: x[i])
             y = words.view(-1)
-    return _collect(history, scores, end_id, length_norm, n_best)
+            if n_left <= 0.75 * n:  # drop the rows of the images that are done
+                keep = searching.nonzero().squeeze(1)
+                rows = (keep[:, None] * k + rank).view(-1)
+                ann = _rows(ann, n * k, lambda x, i=rows: x[i])
+                state = _rows(state, n * k, lambda x, i=rows: x[i])
+                y, scores, capacity = y[rows], scores[keep], capacity[keep]
+                active = active[keep]
+    live_scores = torch.full((batch, k), -math.inf, device=device, dtype=dtype)
+    live_scores[active] = scores
+    return _collect(history, live_scores, end_id, length_norm, n_best)
 
 
 def _collect(

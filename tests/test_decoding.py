@@ -134,6 +134,24 @@ def test_batched_equals_one_image_at_a_time(length_norm):
         assert_same_hyp(h, hb[0])
 
 
+def test_batched_equals_single_when_images_finish_at_different_steps():
+    # <end> made likelier so that images are done after 2, 3, 4, 5 ... or all 10 steps: the
+    # batched search drops the rows of finished images on the way.
+    dec = make_decoder(seed=1, scale=3.0)
+    with torch.no_grad():
+        dec.L_o.bias[END] += 0.5
+    a = make_annotations(8, seed=4)
+    kw = dict(beam_size=3, max_len=10, start_id=START, end_id=END, n_best=3)
+    batched = beam_search(dec, a, **kw)
+    single = beam_search_single(dec, a, **kw)
+    done_after = [max(h.num_steps for h in hyps) for hyps in single]
+    assert len(set(done_after)) >= 4 and max(done_after) == 10  # the case we mean to test
+    for hb, hs in zip(batched, single, strict=True):
+        assert len(hb) == len(hs)
+        for x, y in zip(hb, hs, strict=True):
+            assert_same_hyp(x, y)
+
+
 @pytest.mark.parametrize("max_len,length_norm", [(3, 0.0), (4, 0.0), (4, 1.0)])
 def test_wide_beam_equals_exhaustive_enumeration(max_len, length_norm):
     # K = 5 with the specials <pad>=0, <start>=1, <end>=2: words {0, 3, 4} can be emitted.
