@@ -1,6 +1,6 @@
 """Decoding: greedy, batched beam search and the one-image reference, against brute force.
 
-Tiny random decoders in eval mode with dropout 0. Every beam-search claim is checked against an
+Tiny random decoders in float64, eval mode, dropout 0. Every beam-search claim is checked against an
 independent computation: exhaustive enumeration of the hypothesis space scored by the decoder's
 teacher-forced ``forward`` (a different code path than ``step``), hand-computed scores on a bigram
 toy model, and the one-image-at-a-time search.
@@ -26,8 +26,8 @@ from sat_core.decoding import (
 )
 
 START, END = 1, 2
-DTYPE = torch.float32  # the decoder keeps h, c, alpha in float32 (AMP-safe), so no float64 here
-TOL = dict(rtol=1e-4, atol=1e-5)
+DTYPE = torch.float64
+TOL = dict(rtol=1e-9, atol=1e-10)
 
 
 def make_decoder(K: int = 12, D: int = 6, L: int = 5, seed: int = 0, attention: str = "soft",
@@ -91,8 +91,8 @@ def emitted(h: Hypothesis) -> list[int]:
 def assert_same_hyp(h1: Hypothesis, h2: Hypothesis) -> None:
     assert h1.tokens == h2.tokens
     assert h1.finished == h2.finished
-    assert h1.score == pytest.approx(h2.score, rel=1e-5, abs=1e-5)
-    assert h1.log_prob == pytest.approx(h2.log_prob, rel=1e-5, abs=1e-5)
+    assert h1.score == pytest.approx(h2.score, rel=1e-9, abs=1e-10)
+    assert h1.log_prob == pytest.approx(h2.log_prob, rel=1e-9, abs=1e-10)
     torch.testing.assert_close(h1.alphas, h2.alphas, **TOL)
     torch.testing.assert_close(h1.betas, h2.betas, **TOL)
 
@@ -110,7 +110,7 @@ def test_beam_size_one_is_greedy(seed):
     # greedy's own score is the log-probability of what it emitted (independent path: forward)
     for i, g in enumerate(greedy):
         ref = teacher_forced_log_probs(dec, a[i : i + 1], [emitted(g)])
-        assert g.log_prob == pytest.approx(float(ref[0]), abs=1e-4)
+        assert g.log_prob == pytest.approx(float(ref[0]), abs=1e-9)
         assert g.alphas.shape == (g.num_steps, a.shape[1])
 
 
@@ -165,8 +165,8 @@ def test_wide_beam_equals_exhaustive_enumeration(max_len, length_norm):
             ref = brute_force(dec, a[i : i + 1], max_len, length_norm)
             for h, (score, lp, seq, fin) in zip(got[i], ref[:6], strict=True):
                 assert emitted(h) == seq and h.finished == fin
-                assert h.score == pytest.approx(score, abs=1e-4)
-                assert h.log_prob == pytest.approx(lp, abs=1e-4)
+                assert h.score == pytest.approx(score, abs=1e-9)
+                assert h.log_prob == pytest.approx(lp, abs=1e-9)
 
 
 def test_narrow_beam_never_beats_exhaustive_and_suppress_ids():
@@ -177,9 +177,9 @@ def test_narrow_beam_never_beats_exhaustive_and_suppress_ids():
         h = beam_search(dec, a[i : i + 1], beam_size=2, max_len=4, start_id=START, end_id=END,
                         suppress_ids=(0,))[0]
         assert 0 not in h.tokens
-        assert h.score <= ref[0][0] + 1e-5
+        assert h.score <= ref[0][0] + 1e-9
         # whatever it returns is a real hypothesis with the right score
-        assert (h.score, emitted(h)) in [(pytest.approx(s, abs=1e-4), q) for s, _, q, _ in ref]
+        assert (h.score, emitted(h)) in [(pytest.approx(s, abs=1e-9), q) for s, _, q, _ in ref]
 
 
 class _Bigram(nn.Module):
@@ -276,8 +276,8 @@ def test_hard_attention_modes(mode):
     kw = dict(beam_size=2, max_len=5, start_id=START, end_id=END, mode=mode)
     for hb, hs in zip(beam_search(dec, a, **kw), beam_search_single(dec, a, **kw), strict=True):
         assert_same_hyp(hb, hs)
-        torch.testing.assert_close(hb.alphas.sum(-1), torch.ones(hb.num_steps), **TOL)
-        torch.testing.assert_close(hb.betas, torch.ones(hb.num_steps))  # no gate: beta = 1
+        torch.testing.assert_close(hb.alphas.sum(-1), torch.ones(hb.num_steps, dtype=DTYPE), **TOL)
+        torch.testing.assert_close(hb.betas, torch.ones(hb.num_steps, dtype=DTYPE))  # no gate
     # the words are scored with mode's context: replaying them step by step gives the same score
     h = beam_search(dec, a[:1], **kw)[0]
     with torch.no_grad():
@@ -287,7 +287,7 @@ def test_hard_attention_modes(mode):
             out = dec.step(y, state, ann, mode=mode)
             total += float(torch.log_softmax(out.logits, -1)[0, w])
             y, state = torch.tensor([w]), out.state
-    assert h.log_prob == pytest.approx(total, abs=1e-4)
+    assert h.log_prob == pytest.approx(total, abs=1e-9)
 
 
 def test_restores_training_mode_and_rejects_bad_arguments():
