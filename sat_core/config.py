@@ -26,6 +26,7 @@ SCHEDULES = ("constant", "cosine", "step", "plateau")
 AMP_MODES = ("none", "bf16", "fp16")
 FEATURE_CACHE = ("auto", "on", "off")
 TEST_METRICS = ("auto", "coco", "bleu", "none")
+DECODE_MODES = ("auto", "soft", "hard-expect", "hard-argmax")
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,7 @@ class TrainConfig:
     n_test: int = _f(200, "Shapes: number of test images")
     image_size: int = _f(64, "input image side in pixels (Shapes renders at this size)")
     shapes_seed: int = _f(0, "Shapes: seed of the generated world")
+    resize: int = _f(0, "photos: shorter side resized to this, then centre crop (0 = squash)")
     # --- encoder ---
     encoder: str = _f("small", "CNN producing the annotation vectors a_i", ENCODERS)
     encoder_weights: str = _f(
@@ -104,6 +106,10 @@ class TrainConfig:
     val_max_len: int = _f(20, "longest caption generated at validation/test time")
     val_images: int = _f(0, "validate on this many val images (0 = all)")
     test_beam_size: int = _f(3, "beam size of the final test-split scores")
+    decode_mode: str = _f(
+        "auto", "context at val/test time: auto = soft, or hard-expect for hard models",
+        DECODE_MODES,
+    )
     test_metrics: str = _f(
         "auto", "final scores: auto = COCO metrics if Java is found, else own BLEU", TEST_METRICS
     )
@@ -112,7 +118,9 @@ class TrainConfig:
     amp: str = _f("none", "mixed precision (fp16 needs CUDA and uses a GradScaler)", AMP_MODES)
     compile: bool = _f(False, "torch.compile the model (CUDA only; ignored on CPU)")
     seed: int = _f(0, "seed of everything random in the run")
-    num_threads: int = _f(0, "torch CPU threads (0 = torch's default)")
+    num_threads: int = _f(
+        0, "torch CPU threads (0 = torch's default; 1 is fastest for small models on a busy CPU)"
+    )
     num_workers: int = _f(0, "DataLoader worker processes")
     out_dir: str = _f("runs/default", "where checkpoints, logs and scores go")
     checkpoint_every: int = _f(500, "write last.pt every this many steps (0 = at epoch end only)")
@@ -146,6 +154,11 @@ class TrainConfig:
                 raise ConfigError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.fine_tune and self.feature_cache == "on":
+            raise ConfigError(
+                "feature_cache='on' with fine_tune: a fine-tuned encoder cannot be cached; "
+                "use --feature-cache auto (or off)"
+            )
 
     # --- derived settings ---
     @property
@@ -154,6 +167,13 @@ class TrainConfig:
         if self.feature_cache == "auto":
             return not self.fine_tune
         return self.feature_cache == "on"
+
+    @property
+    def eval_mode(self) -> str:
+        """Decoder mode at validation/test time (``decode_mode``, resolved)."""
+        if self.decode_mode != "auto":
+            return self.decode_mode
+        return "soft" if self.attention == "soft" else "hard-expect"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,9 +204,9 @@ RUNTIME_FIELDS = (
 
 _PAPER = dict(
     encoder="vgg19", encoder_weights="default", fine_tune=False, feature_cache="auto",
-    image_size=224, embed_dim=512, hidden_dim=1024, attn_dim=512, dropout=0.5, gate=True,
-    min_count=1, max_size=10000, max_len=50, batch_size=64, equal_length=True, alpha_c=1.0,
-    grad_clip=5.0, patience=5, val_beam_size=1, val_max_len=30, test_beam_size=3,
+    image_size=224, resize=256, embed_dim=512, hidden_dim=1024, attn_dim=512, dropout=0.5,
+    gate=True, min_count=1, max_size=10000, max_len=50, batch_size=64, equal_length=True,
+    alpha_c=1.0, grad_clip=5.0, patience=5, val_beam_size=1, val_max_len=30, test_beam_size=3,
     lambda_r=1.0, lambda_e=0.01, hard_mix=0.5, baseline_decay=0.9, checkpoint_every=1000,
 )
 _SHAPES = dict(
@@ -194,7 +214,7 @@ _SHAPES = dict(
     encoder_channels=64, fine_tune=False, feature_cache="auto", embed_dim=64, hidden_dim=128,
     attn_dim=64, dropout=0.1, batch_size=32, optimizer="adam", lr=3e-3, lr_schedule="cosine",
     epochs=8, patience=0, alpha_c=1.0, val_beam_size=1, val_max_len=16, test_beam_size=3,
-    checkpoint_every=0,
+    checkpoint_every=0, num_threads=1,
 )
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -91,7 +91,9 @@ def test_make_config_and_validation_errors():
 def test_feature_cache_follows_the_frozen_encoder():
     assert TrainConfig(fine_tune=False).uses_feature_cache
     assert not TrainConfig(fine_tune=True).uses_feature_cache
-    assert TrainConfig(fine_tune=True, feature_cache="on").uses_feature_cache
+    assert TrainConfig(fine_tune=False, feature_cache="on").uses_feature_cache
+    with pytest.raises(ConfigError, match="fine-tuned encoder cannot be cached"):
+        TrainConfig(fine_tune=True, feature_cache="on")
     assert not TrainConfig(fine_tune=False, feature_cache="off").uses_feature_cache
 
 
