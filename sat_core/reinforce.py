@@ -1,0 +1,179 @@
+"""Measuring the hard-attention gradient estimator of Eq. (11)-(12): its mean and its variance.
+
+With stochastic hard attention (Sec. 4.1) every training step draws attention locations
+s ~ p(s | a) (Eq. 8) and follows ONE Monte Carlo estimate of the gradient of the lower bound
+L_s = sum_s p(s|a) log p(y|s,a) (Eq. 9). For a batch of captions (N real tokens in all) the
+per-draw estimate, in the ascent direction and with the scale of
+:func:`~sat_core.losses.hard_attention_surrogate`, is
+
+    g(b) = (1/N) sum_captions [ d log p(y|s,a)/dW + lambda_r (log p(y|s,a) - b) d log p(s|a)/dW
+                                + lambda_e dH/dW ]                                     (Eq. 12)
+
+It is linear in the baseline b: g(b) = g(0) - b u with u = (lambda_r/N) sum d log p(s|a)/dW. So
+one set of draws gives the estimator for EVERY b: :func:`sample_estimates` computes g(0) and u
+for ``n_samples`` independent draws (two backward passes each) and keeps, per parameter, the sums
+of g(0), u, g(0)^2, u^2 and g(0) u; :class:`EstimatorSamples` turns them into the sample mean and
+the sample variance of g(b),
+
+    Var_j[g(b)] = Var_j[g(0)] - 2 b Cov_j[g(0), u] + b^2 Var_j[u]     (coordinate j, n - 1 divisor)
+
+and into the b that minimises their sum. E[u] = sum_s p(s|a) d log p(s|a)/dW = d/dW sum_s p(s|a)
+= 0, which is why any b that does not depend on the draw leaves the estimator unbiased and only
+changes its variance.
+
+The decoder runs in eval mode (no dropout) and without the 0.5 mixing of Sec. 4.1, so the only
+randomness measured is the draw of s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from sat_core.losses import hard_attention_surrogate, sequence_log_likelihood
+
+
+@dataclass
+class EstimatorSamples:
+    """Per-parameter running sums over ``n`` draws of g(0) and u (see the module docstring).
+
+    ``groups`` maps a group name (e.g. ``"attention"``) to its slice of the flattened parameter
+    vector; ``s_g``, ``s_u``, ``s_gg``, ``s_uu``, ``s_gu`` are float64 vectors of that length.
+    """
+
+    n: int
+    groups: dict[str, slice]
+    s_g: Tensor
+    s_u: Tensor
+    s_gg: Tensor
+    s_uu: Tensor
+    s_gu: Tensor
+
+    def _select(self, group: str | None) -> slice:
+        if group is None:
+            return slice(0, self.s_g.numel())
+        if group not in self.groups:
+            raise KeyError(f"unknown parameter group {group!r}; the groups are "
+                           f"{', '.join(self.groups)}")
+        return self.groups[group]
+
+    def mean(self, b: float = 0.0, group: str | None = None) -> Tensor:
+        """Sample mean of g(b) per parameter (flattened), float64."""
+        sl = self._select(group)
+        return (self.s_g[sl] - b * self.s_u[sl]) / self.n
+
+    def coordinate_variance(self, b: float = 0.0, group: str | None = None) -> Tensor:
+        """Sample variance (divisor n - 1) of every coordinate of g(b), float64."""
+        sl = self._select(group)
+        n = self.n
+        var_g = (self.s_gg[sl] - self.s_g[sl] ** 2 / n) / (n - 1)
+        var_u = (self.s_uu[sl] - self.s_u[sl] ** 2 / n) / (n - 1)
+        cov = (self.s_gu[sl] - self.s_g[sl] * self.s_u[sl] / n) / (n - 1)
+        return (var_g - 2 * b * cov + b * b * var_u).clamp(min=0.0)
+
+    def variance(self, b: float = 0.0, group: str | None = None) -> float:
+        """Total variance of g(b): the sum over coordinates (the trace of its covariance)."""
+        return float(self.coordinate_variance(b, group).sum())
+
+    def best_baseline(self, group: str | None = None) -> float:
+        """The constant b minimising :meth:`variance`: sum_j Cov_j[g(0), u] / sum_j Var_j[u]."""
+        sl = self._select(group)
+        n = self.n
+        cov = float((self.s_gu[sl] - self.s_g[sl] * self.s_u[sl] / n).sum())
+        var_u = float((self.s_uu[sl] - self.s_u[sl] ** 2 / n).sum())
+        if var_u <= 0.0:
+            raise ValueError(
+                f"the baseline does not act on group {group!r}: log p(s|a) does not depend on "
+                "its parameters, so every b gives the same variance"
+            )
+        return cov / var_u
+
+
+def parameter_groups(module: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """Trainable parameters grouped by the module's direct children (``attention``, ``T_hz``...)."""
+    groups: dict[str, list[nn.Parameter]] = {}
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            groups.setdefault(name.split(".")[0], []).append(p)
+    return groups
+
+
+def sample_estimates(
+    decoder: nn.Module,
+    a: Tensor,
+    captions_in: Tensor,
+    targets: Tensor,
+    lengths: Tensor,
+    *,
+    n_samples: int,
+    lambda_r: float = 1.0,
+    lambda_e: float = 0.0,
+    groups: Mapping[str, Sequence[nn.Parameter]] | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> EstimatorSamples:
+    """Draw s ~ p(s|a) ``n_samples`` times for one fixed batch; collect g(0) and u of Eq. (12).
+
+    Args:
+        decoder: an :class:`~sat_core.decoder.AttentionDecoder`; run with ``mode="hard-sample"``
+            in eval mode (restored afterwards). Its parameters are not changed.
+        a, captions_in, targets, lengths: one teacher-forced batch: annotation vectors (B, L, D),
+            ``captions[:, :-1]``, ``captions[:, 1:]`` and the number of real decode steps (B,).
+        n_samples: independent draws (>= 2, for a variance).
+        lambda_r, lambda_e: the weights of Eq. (12) (:func:`hard_attention_surrogate`).
+        groups: name -> parameters to measure (default :func:`parameter_groups` of ``decoder``).
+        generator: makes the draws reproducible.
+    """
+    if n_samples < 2:
+        raise ValueError(
+            f"sample_estimates: n_samples must be >= 2 for a variance, got {n_samples}"
+        )
+    groups = dict(groups) if groups is not None else parameter_groups(decoder)
+    params = [p for ps in groups.values() for p in ps]
+    if not params:
+        raise ValueError("sample_estimates: no parameters to measure (all frozen?)")
+    slices, start = {}, 0
+    for name, ps in groups.items():
+        size = sum(p.numel() for p in ps)
+        slices[name] = slice(start, start + size)
+        start += size
+    sums = {k: torch.zeros(start, dtype=torch.float64) for k in ("g", "u", "gg", "uu", "gu")}
+    n_tokens = lengths.sum().clamp(min=1)
+    was_training = decoder.training
+    decoder.eval()
+    try:
+        for _ in tqdm(range(n_samples), desc="draws of s", unit="draw", disable=not progress,
+                      leave=False):
+            out = decoder(a, captions_in, lengths, mode="hard-sample", generator=generator)
+            log_p_y = sequence_log_likelihood(out.logits, targets, lengths)
+            loss0 = hard_attention_surrogate(log_p_y, out.log_p_s, out.entropy, n_tokens, 0.0,
+                                             lambda_r=lambda_r, lambda_e=lambda_e)
+            score = lambda_r * out.log_p_s.sum() / n_tokens
+            g0 = torch.autograd.grad(loss0, params, retain_graph=True, allow_unused=True)
+            u = torch.autograd.grad(score, params, allow_unused=True)
+            g = -_flat(g0, params)  # the ascent direction: minus the loss gradient
+            v = _flat(u, params)
+            sums["g"] += g
+            sums["u"] += v
+            sums["gg"] += g * g
+            sums["uu"] += v * v
+            sums["gu"] += g * v
+    finally:
+        decoder.train(was_training)
+    return EstimatorSamples(n_samples, slices, sums["g"], sums["u"], sums["gg"], sums["uu"],
+                            sums["gu"])
+
+
+def _flat(grads: Sequence[Tensor | None], params: Sequence[Tensor]) -> Tensor:
+    """One float64 vector of gradients; zeros for parameters the output does not depend on."""
+    return torch.cat([
+        (g if g is not None else torch.zeros_like(p)).detach().reshape(-1).double().cpu()
+        for g, p in zip(grads, params, strict=True)
+    ])
+
+
+__all__ = ["EstimatorSamples", "parameter_groups", "sample_estimates"]

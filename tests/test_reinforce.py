@@ -1,0 +1,144 @@
+"""sat_core.reinforce: per-draw estimates of Eq. (12), their mean and variance for any baseline b.
+
+References are independent of the module's algebra: (1) the full surrogate of
+``hard_attention_surrogate`` WITH the baseline b, backpropagated draw by draw with the same
+random draws, then ``torch.var``; (2) the exact gradient of L_s (Eq. 9) by enumerating all L^T
+attention sequences of a tiny decoder with ``mode="hard-forced"``.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from sat_core.decoder import AttentionDecoder, DecoderConfig
+from sat_core.losses import hard_attention_surrogate, sequence_log_likelihood
+from sat_core.reinforce import parameter_groups, sample_estimates
+
+
+def tiny_decoder(K=5, D=3, seed=0):
+    torch.manual_seed(seed)
+    cfg = DecoderConfig(vocab_size=K, feature_dim=D, embed_dim=2, hidden_dim=3, attn_dim=3,
+                        dropout=0.0, attention="hard")
+    dec = AttentionDecoder(cfg).double()
+    with torch.no_grad():  # peaky alpha and words that depend on the context
+        dec.attention.w_att.weight.mul_(4.0)
+        for layer in (dec.T_hz, dec.L_z, dec.L_o):
+            layer.weight.mul_(3.0)
+    return dec
+
+
+def batch():
+    g = torch.Generator().manual_seed(1)
+    a = 2 * torch.randn(2, 4, 3, generator=g, dtype=torch.float64)
+    captions_in = torch.tensor([[1, 2, 3, 4], [1, 4, 0, 0]])
+    targets = torch.tensor([[2, 3, 4, 2], [4, 2, 0, 0]])
+    lengths = torch.tensor([4, 2])
+    return a, captions_in, targets, lengths
+
+
+def per_draw_gradients(dec, a, captions_in, targets, lengths, n, b, seed, lambda_e):
+    """Reference: -d surrogate(b)/dW for each draw, stacked (n, P)."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(n):
+        dec.zero_grad()
+        out = dec(a, captions_in, lengths, mode="hard-sample", generator=gen)
+        log_p_y = sequence_log_likelihood(out.logits, targets, lengths)
+        loss = hard_attention_surrogate(log_p_y, out.log_p_s, out.entropy, lengths.sum(), b,
+                                        lambda_r=0.7, lambda_e=lambda_e)
+        loss.backward()
+        rows.append(torch.cat([-(p.grad if p.grad is not None else torch.zeros_like(p))
+                               .reshape(-1) for p in dec.parameters()]))
+    return torch.stack(rows)
+
+
+def test_mean_and_variance_match_draw_by_draw_surrogate_gradients_for_any_baseline():
+    dec = tiny_decoder()
+    a, y_in, y_out, lengths = batch()
+    n, seed = 12, 3
+    groups = {name: list(m.parameters()) for name, m in dec.named_children() if
+              any(True for _ in m.parameters())}
+    stats = sample_estimates(dec, a, y_in, y_out, lengths, n_samples=n, lambda_r=0.7,
+                             lambda_e=0.05, groups=groups,
+                             generator=torch.Generator().manual_seed(seed))
+    assert stats.n == n
+    for b in (0.0, -3.0, 1.5):
+        ref = per_draw_gradients(dec, a, y_in, y_out, lengths, n, b, seed, lambda_e=0.05)
+        torch.testing.assert_close(stats.mean(b), ref.mean(0), rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(stats.coordinate_variance(b), ref.var(0), rtol=1e-7,
+                                   atol=1e-12)
+        assert stats.variance(b) == pytest.approx(float(ref.var(0).sum()), rel=1e-8)
+        sl = stats.groups["attention"]
+        assert stats.variance(b, "attention") == pytest.approx(float(ref[:, sl].var(0).sum()),
+                                                               rel=1e-8)
+    # the draws really differ (a variance of zero would make the comparison vacuous)
+    assert stats.variance(0.0, "attention") > 1e-6
+
+
+def test_the_mean_is_the_exact_gradient_of_the_lower_bound_whatever_the_baseline():
+    dec = tiny_decoder(seed=2)
+    g = torch.Generator().manual_seed(5)
+    L, T = 3, 2
+    a = 2 * torch.randn(1, L, 3, generator=g, dtype=torch.float64)
+    y_in, y_out, lengths = torch.tensor([[1, 2]]), torch.tensor([[2, 3]]), torch.tensor([T])
+    # exact dL_s/dW by enumerating the L^T attention sequences (Eq. 9)
+    S = torch.tensor(list(itertools.product(range(L), repeat=T)))
+    rep = lambda x: x.expand(len(S), *x.shape[1:])  # noqa: E731
+    dec.zero_grad()
+    out = dec(rep(a), rep(y_in), rep(lengths), mode="hard-forced", s=S)
+    log_p_y = sequence_log_likelihood(out.logits, rep(y_out), rep(lengths))
+    L_s = (out.log_p_s.sum(1).exp() * log_p_y).sum()
+    torch.testing.assert_close(out.log_p_s.sum(1).exp().sum(), torch.tensor(1.0).double())
+    L_s.backward()
+    # the estimator has the surrogate's scale: 1/N tokens (here N = T)
+    exact = torch.cat([p.grad.reshape(-1) for p in dec.parameters()]) / T
+
+    n = 300
+    stats = sample_estimates(dec, a, y_in, y_out, lengths, n_samples=n,
+                             groups={"all": list(dec.parameters())},
+                             generator=torch.Generator().manual_seed(7))
+    for b in (0.0, -4.0):
+        se = (stats.coordinate_variance(b) / n).sqrt()
+        err = (stats.mean(b) - exact).abs()
+        assert bool((err <= 5 * se + 1e-10).all()), float((err / (se + 1e-30)).max())
+    # power: the exact gradient is not zero, and u averages to 0 (E[d log p(s|a)/dW] = 0)
+    assert float(exact.abs().max()) > 1e-3
+    u_mean = stats.s_u / n
+    u_se = ((stats.s_uu - stats.s_u ** 2 / n) / (n - 1) / n).sqrt()
+    assert bool((u_mean.abs() <= 5 * u_se + 1e-12).all())
+    assert float(u_se.max()) > 0
+
+
+def test_the_baseline_only_acts_on_parameters_upstream_of_alpha():
+    dec = tiny_decoder()
+    with torch.no_grad():
+        dec.L_o.bias.fill_(-3.0)  # log p(y|s,a) far from 0: the baseline matters
+    a, y_in, y_out, lengths = batch()
+    stats = sample_estimates(dec, a, y_in, y_out, lengths, n_samples=40,
+                             generator=torch.Generator().manual_seed(0))
+    assert set(stats.groups) == set(parameter_groups(dec))
+    # the output layer L_o does not influence where the model looks: u is 0 there
+    assert float(stats.s_u[stats.groups["L_o"]].abs().max()) == 0.0
+    assert stats.variance(0.0, "L_o") == stats.variance(-20.0, "L_o")
+    with pytest.raises(ValueError, match="does not act on group 'L_o'"):
+        stats.best_baseline("L_o")
+    # upstream of alpha, the best constant b beats b = 0 and is a minimum
+    b = stats.best_baseline("attention")
+    assert b < 0  # rewards log p(y|s,a) are negative
+    v = stats.variance(b, "attention")
+    assert v < 0.5 * stats.variance(0.0, "attention")
+    assert v < stats.variance(b + 0.5, "attention") and v < stats.variance(b - 0.5, "attention")
+
+
+def test_bad_arguments():
+    dec = tiny_decoder()
+    a, y_in, y_out, lengths = batch()
+    with pytest.raises(ValueError, match="n_samples must be >= 2"):
+        sample_estimates(dec, a, y_in, y_out, lengths, n_samples=1)
+    stats = sample_estimates(dec, a, y_in, y_out, lengths, n_samples=2)
+    with pytest.raises(KeyError, match="unknown parameter group 'nope'.*attention"):
+        stats.variance(0.0, "nope")
+    assert dec.training  # the train/eval mode is restored
