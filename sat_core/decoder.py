@@ -121,6 +121,74 @@ class _Recur(NamedTuple):
     s: Tensor | None
 
 
+class _Tape:
+    """What :class:`_StepwiseLinear` records: inputs x_t (forward) and gradients g_t (backward)."""
+
+    def __init__(self) -> None:
+        self.inputs: dict[int, Tensor] = {}
+        self.grads: dict[int, Tensor] = {}
+
+
+class _WeightAnchor(torch.autograd.Function):
+    """Identity on a weight W. Autograd runs its backward only after the backward of EVERY step
+    that consumed it, so that is where sum_t g_t^T x_t is computed, as one matmul."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, tape: _Tape) -> Tensor:
+        ctx.tape, ctx.dtype = tape, weight.dtype
+        ctx.set_materialize_grads(False)  # the steps send no gradient here; don't build zeros
+        return weight.view_as(weight)
+
+    @staticmethod
+    def backward(ctx, _unused: Tensor | None) -> tuple[Tensor | None, None]:
+        tape = ctx.tape
+        if not tape.grads:
+            return None, None
+        steps = sorted(tape.grads)
+        G = torch.cat([tape.grads[t] for t in steps])  # (steps * B, out)
+        X = torch.cat([tape.inputs[t] for t in steps]).to(G.dtype)  # (steps * B, in)
+        tape.grads.clear()
+        return G.t().mm(X).to(ctx.dtype), None
+
+
+class _TapedMatmul(torch.autograd.Function):
+    """y_t = x_t W^T whose backward returns dL/dx_t only and records g_t = dL/dy_t."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, tape: _Tape, t: int) -> Tensor:
+        y = F.linear(x, weight)  # under autocast: in the low precision dtype
+        ctx.save_for_backward(weight)
+        ctx.tape, ctx.t, ctx.x_dtype = tape, t, x.dtype
+        tape.inputs[t] = x.detach()
+        return y
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor, None, None, None]:
+        (weight,) = ctx.saved_tensors
+        ctx.tape.grads[ctx.t] = g
+        return g.mm(weight.to(g.dtype)).to(ctx.x_dtype), None, None, None
+
+
+class _StepwiseLinear:
+    """A bias-free linear layer used at every step of a loop, with its weight gradient deferred.
+
+    Plain autograd computes dL/dW = g_t^T x_t at each of the T steps (thin, memory-bound matmuls)
+    and adds each into W.grad. Here each step's backward only returns dL/dx_t and records g_t; the
+    weight enters the loop through :class:`_WeightAnchor`, whose backward autograd runs last and
+    computes sum_t g_t^T x_t = G^T X in ONE matmul (what cuDNN's RNNs do). Same gradients, less
+    time; used by ``forward`` for T_hz when gradients are needed.
+    """
+
+    def __init__(self, linear: nn.Linear) -> None:
+        self.tape = _Tape()
+        self.weight = _WeightAnchor.apply(linear.weight, self.tape)
+        self.t = 0
+
+    def __call__(self, x: Tensor) -> Tensor:
+        self.t += 1
+        return _TapedMatmul.apply(x, self.weight, self.tape, self.t)
+
+
 class AttentionDecoder(nn.Module):
     """LSTM decoder with soft or stochastic hard attention (Sec. 3.1.2, 4.1, 4.2).
 
@@ -208,10 +276,12 @@ class AttentionDecoder(nn.Module):
         s: Tensor | None = None,
         mix: Tensor | None = None,
         generator: torch.Generator | None = None,
+        T_hz: nn.Module | _StepwiseLinear | None = None,
     ) -> _Recur:
         """One step of attention + LSTM, Eq. (1)-(6). x_t = T_y E y_{t-1} + bias, (B, 4n).
 
-        The single copy of the cell, used by :meth:`step` and by the loop of :meth:`forward`.
+        The single copy of the cell, used by :meth:`step` and by the loop of :meth:`forward`
+        (which passes ``T_hz`` wrapped in :class:`_StepwiseLinear`, same values).
         """
         h_prev, c_prev = state
         e = self.attention.scores(ann.a_proj, h_prev)  # Eq. (4)
@@ -225,7 +295,8 @@ class AttentionDecoder(nn.Module):
             z_hat = z
         # Eq. (1): (i, f, o, g) = (sigm, sigm, sigm, tanh) T [E y_{t-1}; h_{t-1}; z_hat_t]
         hz = torch.cat([h_prev, z_hat.to(h_prev.dtype)], dim=1)
-        gates = at_least_float32(x_t + self.T_hz(hz))
+        T_hz = self.T_hz if T_hz is None else T_hz
+        gates = at_least_float32(x_t + T_hz(hz))
         n = self.cfg.hidden_dim
         i, f, o = torch.sigmoid(gates[:, : 3 * n]).chunk(3, dim=1)
         g = torch.tanh(gates[:, 3 * n :])
@@ -307,11 +378,14 @@ class AttentionDecoder(nn.Module):
         ann = self.precompute(a)
         state = self.init_state(ann)
         emb = self.embedding(captions_in[:, :T_run])  # E y_{t-1} for all t
-        x = self.T_y(emb)  # T's E y_{t-1} columns for all t in one matmul
+        x = self.T_y(emb).unbind(1)  # T's E y_{t-1} columns for all t in one matmul
+        T_hz = self.T_hz
+        if torch.is_grad_enabled() and T_hz.weight.requires_grad:
+            T_hz = _StepwiseLinear(T_hz)  # one weight-gradient matmul instead of T_run
         hs, zs, es, alphas, betas, ss = [], [], [], [], [], []
         for t in range(T_run):
             s_t = None if s is None else s[:, t]
-            r = self._recur(x[:, t], state, ann, mode, s=s_t, mix=mix, generator=generator)
+            r = self._recur(x[t], state, ann, mode, s=s_t, mix=mix, generator=generator, T_hz=T_hz)
             state = (r.h, r.c)
             hs.append(r.h)
             zs.append(r.z_hat)
@@ -320,12 +394,14 @@ class AttentionDecoder(nn.Module):
             betas.append(r.beta)
             ss.append(r.s)
 
-        real_run = real[:, :T_run]
-        pad = ~real_run
+        pad = ~real[:, :T_run]
         logits = self.deep_output(emb, torch.stack(hs, 1), torch.stack(zs, 1))  # one big L_o
-        logits = logits.masked_fill(pad.unsqueeze(-1), 0.0)
-        alpha = torch.stack(alphas, 1).masked_fill(pad.unsqueeze(-1), 0.0)
-        beta = torch.stack(betas, 1).masked_fill(pad, 0.0)
+        alpha = torch.stack(alphas, 1)
+        beta = torch.stack(betas, 1)
+        if bool(pad.any()):
+            logits = logits.masked_fill(pad.unsqueeze(-1), 0.0)
+            alpha = alpha.masked_fill(pad.unsqueeze(-1), 0.0)
+            beta = beta.masked_fill(pad, 0.0)
         s_out = log_p_s = entropy = None
         if mode != "soft":
             e = torch.stack(es, 1)

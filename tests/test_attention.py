@@ -10,6 +10,7 @@ import torch
 from sat_core.attention import (
     Gate,
     SoftAttention,
+    _CpuTanhOfSum,
     argmax_locations,
     attention_entropy,
     attention_weights,
@@ -135,3 +136,22 @@ def test_expected_context_matches_soft_forward(att, inputs):
     # with a one-hot alpha the expectation is the selected annotation vector
     onehot = torch.nn.functional.one_hot(torch.tensor([2, 0, 4]), L).double()
     torch.testing.assert_close(expected_context(onehot, a), select_context(a, torch.tensor([2, 0, 4])))
+
+
+def test_cpu_tanh_of_sum_matches_torch_tanh():
+    g = torch.Generator().manual_seed(5)
+    x = 4 * torch.randn(3, 5, 7, generator=g)
+    x[0, 0, :3] = torch.tensor([0.0, 30.0, -30.0])  # zero and saturation
+    x.requires_grad_()
+    y = torch.randn(3, 1, 7, generator=g).requires_grad_()
+    out = _CpuTanhOfSum.apply(x, y)
+    ref = torch.tanh(x + y)
+    torch.testing.assert_close(out, ref, rtol=0, atol=3e-7)
+    w = torch.randn(3, 5, 7, generator=g)
+    gx, gy = torch.autograd.grad((out * w).sum(), (x, y))
+    rx, ry = torch.autograd.grad((ref * w).sum(), (x, y))
+    torch.testing.assert_close(gx, rx, rtol=0, atol=1e-6)
+    torch.testing.assert_close(gy, ry, rtol=0, atol=1e-5)
+    assert gy.shape == y.shape
+    xd, yd = (t.detach().double().requires_grad_() for t in (x, y))
+    assert torch.autograd.gradcheck(_CpuTanhOfSum.apply, (xd, yd))

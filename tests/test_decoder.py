@@ -125,6 +125,24 @@ def test_teacher_forcing_equals_a_loop_of_steps(dec):
         torch.testing.assert_close(out.beta[real, t], st.beta[real])
 
 
+def test_forward_gradients_equal_those_of_a_step_loop(dec):
+    """forward defers T_hz's weight gradient to one matmul; step uses plain autograd."""
+    a, y, targets, lengths = make_batch()
+    out = dec(a, y, lengths)
+    masked_nll(out.logits, targets, lengths).backward()
+    fast = {n: p.grad.clone() for n, p in dec.named_parameters()}
+    dec.zero_grad()
+    ann, state, logits = dec.precompute(a), dec.init_state(a), []
+    for t in range(y.shape[1]):
+        st = dec.step(y[:, t], state, ann)
+        state = st.state
+        logits.append(st.logits)
+    real = torch.arange(y.shape[1])[None] < lengths[:, None]
+    masked_nll(torch.stack(logits, 1) * real[..., None], targets, lengths).backward()
+    for name, p in dec.named_parameters():
+        torch.testing.assert_close(fast[name], p.grad, msg=name)
+
+
 def _loss_and_grads(dec, a, y, targets, lengths):
     dec.zero_grad()
     out = dec(a, y, lengths)
