@@ -43,6 +43,8 @@ class EstimatorSamples:
 
     ``groups`` maps a group name (e.g. ``"attention"``) to its slice of the flattened parameter
     vector; ``s_g``, ``s_u``, ``s_gg``, ``s_uu``, ``s_gu`` are float64 vectors of that length.
+    ``rewards`` holds each draw's batch mean of log p(y|s,a): what the moving-average baseline
+    of Sec. 4.1 averages.
     """
 
     n: int
@@ -52,6 +54,12 @@ class EstimatorSamples:
     s_gg: Tensor
     s_uu: Tensor
     s_gu: Tensor
+    rewards: Tensor
+
+    @property
+    def mean_reward(self) -> float:
+        """E[mean_batch log p(y|s,a)]: where a moving-average baseline settles for fixed W."""
+        return float(self.rewards.mean())
 
     def _select(self, group: str | None) -> slice:
         if group is None:
@@ -142,14 +150,16 @@ def sample_estimates(
         slices[name] = slice(start, start + size)
         start += size
     sums = {k: torch.zeros(start, dtype=torch.float64) for k in ("g", "u", "gg", "uu", "gu")}
+    rewards = torch.zeros(n_samples, dtype=torch.float64)
     n_tokens = lengths.sum().clamp(min=1)
     was_training = decoder.training
     decoder.eval()
     try:
-        for _ in tqdm(range(n_samples), desc="draws of s", unit="draw", disable=not progress,
+        for k in tqdm(range(n_samples), desc="draws of s", unit="draw", disable=not progress,
                       leave=False):
             out = decoder(a, captions_in, lengths, mode="hard-sample", generator=generator)
             log_p_y = sequence_log_likelihood(out.logits, targets, lengths)
+            rewards[k] = float(log_p_y.detach().double().mean())
             loss0 = hard_attention_surrogate(log_p_y, out.log_p_s, out.entropy, n_tokens, 0.0,
                                              lambda_r=lambda_r, lambda_e=lambda_e)
             score = lambda_r * out.log_p_s.sum() / n_tokens
@@ -165,7 +175,7 @@ def sample_estimates(
     finally:
         decoder.train(was_training)
     return EstimatorSamples(n_samples, slices, sums["g"], sums["u"], sums["gg"], sums["uu"],
-                            sums["gu"])
+                            sums["gu"], rewards)
 
 
 def _flat(grads: Sequence[Tensor | None], params: Sequence[Tensor]) -> Tensor:
