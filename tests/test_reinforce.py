@@ -104,20 +104,36 @@ def test_the_mean_is_the_exact_gradient_of_the_lower_bound_whatever_the_baseline
     # the estimator has the surrogate's scale: 1/N tokens (here N = T)
     exact = torch.cat([p.grad.reshape(-1) for p in dec.parameters()]) / T
 
+    p_s = out.log_p_s.sum(1).exp().detach()
+
+    def per_sequence(b):
+        """g(s) for each of the L^T sequences: the surrogate's gradient with s forced."""
+        rows = []
+        for k in range(len(S)):
+            dec.zero_grad()
+            o = dec(a, y_in, lengths, mode="hard-forced", s=S[k : k + 1])
+            lp = sequence_log_likelihood(o.logits, y_out, lengths)
+            hard_attention_surrogate(lp, o.log_p_s, None, lengths.sum(), b).backward()
+            rows.append(torch.cat([-p.grad.reshape(-1) for p in dec.parameters()]))
+        return torch.stack(rows)
+
     n = 100
     stats = sample_estimates(dec, a, y_in, y_out, lengths, n_samples=n,
                              groups={"all": list(dec.parameters())},
                              generator=torch.Generator().manual_seed(7))
+    assert float(exact.abs().max()) > 1e-3  # power: a gradient worth estimating
     for b in (0.0, -4.0):
-        se = (stats.coordinate_variance(b) / n).sqrt()
+        g = per_sequence(b)
+        # Eq. (10) = E_s[Eq. (11)/(12)]: exactly, for any b
+        torch.testing.assert_close(p_s @ g, exact, rtol=1e-8, atol=1e-12)
+        # the sampled mean lies within 5 exact standard errors (the spread of g(s) is known)
+        se = ((p_s @ (g - exact) ** 2) / n).sqrt()
         err = (stats.mean(b) - exact).abs()
         assert bool((err <= 5 * se + 1e-10).all()), float((err / (se + 1e-30)).max())
-    # power: the exact gradient is not zero, and u averages to 0 (E[d log p(s|a)/dW] = 0)
-    assert float(exact.abs().max()) > 1e-3
-    u_mean = stats.s_u / n
-    u_se = ((stats.s_uu - stats.s_u ** 2 / n) / (n - 1) / n).sqrt()
-    assert bool((u_mean.abs() <= 5 * u_se + 1e-12).all())
-    assert float(u_se.max()) > 0
+    # the baseline changes the spread, not the mean: g(b) - g(0) = -b u has mean 0
+    u = (per_sequence(0.0) - per_sequence(1.0))  # = u(s) for each sequence
+    torch.testing.assert_close(p_s @ u, torch.zeros_like(exact), rtol=0, atol=1e-12)
+    assert float(u.abs().max()) > 1e-3
 
 
 def test_the_baseline_only_acts_on_parameters_upstream_of_alpha():
