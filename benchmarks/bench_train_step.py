@@ -168,7 +168,7 @@ def profile_table(step: Callable, device: torch.device, rows: int) -> str:
     sort = "self_cpu_time_total"
     if device.type == "cuda":
         acts.append(torch.profiler.ProfilerActivity.CUDA)
-        sort = "self_cuda_time_total"
+        sort = "self_device_time_total"
     with torch.profiler.profile(activities=acts) as prof:
         step()
         sync(device)

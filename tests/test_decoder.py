@@ -84,6 +84,17 @@ def test_step_lstm_cell_and_deep_output_by_hand(dec):
     torch.testing.assert_close(out.logits, arg @ dec.L_o.weight.T + dec.L_o.bias)
 
 
+def test_annotations_select_follows_rows(dec):
+    a, y, _, _ = make_batch()
+    ann = dec.precompute(a)
+    rows = torch.tensor([2, 0, 2])
+    h, c = dec.init_state(a)
+    picked = dec.step(y[rows, 0], (h[rows], c[rows]), ann.select(rows))
+    full = dec.step(y[:, 0], (h, c), ann)
+    torch.testing.assert_close(picked.logits, full.logits[rows])
+    torch.testing.assert_close(picked.alpha, full.alpha[rows])
+
+
 def test_gradcheck_one_step(dec):
     a, y, _, _ = make_batch(B=2)
     h0, c0 = (x.detach().requires_grad_() for x in dec.init_state(a))
