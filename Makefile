@@ -27,8 +27,8 @@ setup: $(STAMP)  ## create .venv and install requirements + sat_core (editable)
 lint: setup  ## ruff on the package, tests, benchmarks and notebooks
 	$(BIN)/ruff check .
 
-test: setup lint  ## ruff + the whole test suite (notebooks at smoke parameters included)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: setup lint  ## ruff + the whole test suite, one pytest-xdist worker per core (notebooks at smoke size included)
+	$(BIN)/python -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
 
 test-fast: setup  ## the unit tests only (no notebooks, no slow tests)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
