@@ -148,6 +148,8 @@ class _WeightAnchor(torch.autograd.Function):
         G = torch.cat([tape.grads[t] for t in steps])  # (steps * B, out)
         X = torch.cat([tape.inputs[t] for t in steps]).to(G.dtype)  # (steps * B, in)
         tape.grads.clear()
+        if G.dtype == torch.float16:  # a sum over all T steps (loss-scaled): fp16 could overflow
+            G, X = G.float(), X.float()
         return G.t().mm(X).to(ctx.dtype), None
 
 

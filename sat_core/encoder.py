@@ -1,6 +1,6 @@
 """The encoder: an image becomes L annotation vectors a_1..a_L, each of dimension D (Sec. 3.1.1).
 
-    a = {a_1, ..., a_L},  a_i in R^D                                   (Eq. 1-2, Sec. 3.1.1)
+    a = {a_1, ..., a_L},  a_i in R^D                                   (Sec. 3.1.1)
 
 "We use a convolutional neural network in order to extract a set of feature vectors which we refer
 to as annotation vectors ... extracting features from a lower convolutional layer" so that each a_i
@@ -69,7 +69,7 @@ class PretrainedWeightsUnavailable(RuntimeError):
 
 
 class Encoder(nn.Module):
-    """Base class: images (B, 3, H, W) -> annotation vectors a (B, L, D), Eq. (1)-(2).
+    """Base class: images (B, 3, H, W) -> annotation vectors a (B, L, D), Sec. 3.1.1.
 
     Attributes, for the default input size ``image_size``: ``feature_dim`` (D), ``grid`` (h, w),
     ``num_locations`` (L = h * w) and ``name``.

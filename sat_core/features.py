@@ -1,8 +1,8 @@
 """The feature cache: compute the annotation vectors a_1..a_L of a dataset once, read them forever.
 
 The paper keeps its encoder frozen (Sec. 4.3: "we use the Oxford VGGnet pretrained on ImageNet
-without finetuning"), so a = CNN(image) (Eq. 1-2) is the same every epoch: computing it once turns
-an hour-long epoch of VGG forward passes into reads from disk. A cache is a directory holding
+without finetuning"), so a = CNN(image) (Sec. 3.1.1) is the same every epoch: computing it once
+turns an hour-long epoch of VGG forward passes into reads from disk. A cache is a directory holding
 
 * ``features.npy``: float16 array (N, L, D), memory-mapped on reading (half the bytes of float32,
   ~2.8 GB for Flickr8k with VGG-19; a row is read only when asked for);

@@ -135,8 +135,10 @@ def hard_attention_surrogate(
         log_p_y: (B,) log p(y | s, a) with gradient (``sequence_log_likelihood``).
         log_p_s: (B,) or (B, T) log p(s | a) = sum_t log alpha_t[s_t] (``DecoderOutput.log_p_s``;
             summed over the last dim when 2-D).
-        entropy: (B,) or (B, T) sum_t H(alpha_t) along the sampled path (the authors' entropy
-            regulariser), or None when lambda_e = 0.
+        entropy: (B,) or (B, T) sum_t H(alpha_t) along the sampled path, or None when
+            lambda_e = 0. This is the authors' entropy regulariser: its pathwise gradient, not the
+            exact gradient of H[s] (later alpha_t depend on earlier samples, whose score-function
+            part it leaves out), which is why the estimator is unbiased only for lambda_e = 0.
         n_tokens: N, the number of real tokens (``lengths.sum()``).
         baseline: b, e.g. ``MovingAverageBaseline.value`` BEFORE this batch's update.
         lambda_r, lambda_e: the paper's lambda_r and lambda_e (the authors' code uses a per-word

@@ -10,10 +10,12 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from sat_core.student import (
+    ANSWERS_NOTE,
     PLACEHOLDER,
     StudentCopyError,
     main,
     make_student_copy,
+    strip_answers,
     strip_solution,
     student_notebook,
 )
@@ -148,7 +150,7 @@ def test_make_student_copy_writes_valid_notebooks_and_leaves_sources(tmp_path):
     before = {p: p.read_bytes() for p in src.rglob("*.ipynb")}
 
     report = make_student_copy(src, tmp_path / "student")
-    assert report == {"04_soft_attention.ipynb": 3, "sub/extra.ipynb": 0}
+    assert report == {"04_soft_attention.ipynb": (3, 0), "sub/extra.ipynb": (0, 0)}
     assert {p: p.read_bytes() for p in src.rglob("*.ipynb")} == before
     written = nbformat.read(tmp_path / "student" / "04_soft_attention.ipynb", as_version=4)
     nbformat.validate(written)
@@ -176,4 +178,47 @@ def test_the_book_notebooks_follow_the_convention(tmp_path):
     assert set(report) == {p.name for p in (ROOT / "notebooks").glob("*.ipynb")}
     for rel in report:
         nb = nbformat.read(tmp_path / "student" / rel, as_version=4)
-        assert "BEGIN SOLUTION" not in "".join(c.source for c in nb.cells)
+        text = "".join(c.source for c in nb.cells)
+        assert "BEGIN SOLUTION" not in text
+        assert "{admonition} Answers" not in text and ":class: dropdown" not in text
+        assert text.count(ANSWERS_NOTE) == report[rel][1]
+    # the chapters whose exercises ask questions do hand out answers in the book
+    assert sum(answers for _, answers in report.values()) >= 8
+
+
+ANSWERED = """**Exercise 2 (think).** Why does the baseline not bias the estimate?
+
+:::{admonition} Answers
+:class: dropdown
+Because E[d log p(s|a)/dW] = 0.
+
+::::{note}
+a nested block, still part of the answer
+::::
+:::
+
+**Exercise 3.** Next one."""
+
+
+def test_strip_answers_keeps_the_question_and_what_follows():
+    out, n = strip_answers(ANSWERED)
+    assert n == 1
+    assert out.split("\n") == [
+        "**Exercise 2 (think).** Why does the baseline not bias the estimate?",
+        "",
+        ANSWERS_NOTE,
+        "",
+        "**Exercise 3.** Next one.",
+    ]
+    assert strip_answers("::::{admonition} Answer\nx\n::::\n")[0] == ANSWERS_NOTE + "\n"
+    assert strip_answers(":::{admonition} Note\nkept\n:::") == (":::{admonition} Note\nkept\n:::", 0)
+    with pytest.raises(StudentCopyError, match="never closed"):
+        strip_answers(":::{admonition} Answers\nno end", "ch.ipynb, cell 3")
+
+
+def test_student_notebook_removes_markdown_answers(tmp_path):
+    nb = new_notebook(cells=[new_markdown_cell(ANSWERED), new_code_cell("x = 1")])
+    student, removed = student_notebook(nb, "07.ipynb")
+    assert removed == 0
+    assert "E[d log p" not in student.cells[0].source and ANSWERS_NOTE in student.cells[0].source
+    assert "E[d log p" in nb.cells[0].source  # the caller's notebook is untouched

@@ -4,7 +4,7 @@
   layers given as ``(kernel, stride, padding)``, against
   :func:`sat_core.encoder.receptive_field_geometry` run on the same stack built as ``nn.Conv2d``;
 * :data:`check_flatten_annotations` -- ``my_flatten(fmap) -> a``: a feature map (B, D, h, w) to
-  annotation vectors a (B, L, D), L = h * w, location ``i = row * w + col`` (Eq. 1-2), against
+  annotation vectors a (B, L, D), L = h * w, location ``i = row * w + col`` (Sec. 3.1.1), against
   :meth:`sat_core.encoder.Encoder.forward`.
 """
 
@@ -140,7 +140,7 @@ def _flatten_hints(got: Any, expected: torch.Tensor, case: Case) -> str | None:
 
 
 check_flatten_annotations = ExerciseCheck(
-    "annotation vectors from a feature map (Eq. 1-2)",
+    "annotation vectors from a feature map (Sec. 3.1.1)",
     reference=flatten_annotations,
     cases=_flatten_cases,
     hints=(_flatten_hints,),
