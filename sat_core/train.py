@@ -218,8 +218,12 @@ def use_feature_cache(
                 cache = FeatureCache.open(path, expect_encoder=encoder.name)
             except FeatureCacheError:
                 _say(run, f"building the {name} feature cache at {path}")
-                cache = build_feature_cache(encoder, split, path, device=run.device,
-                                            batch_size=64, progress=cfg.progress)
+                # in a forked RNG: a run that builds the cache and one that finds it built must
+                # draw the same dropout masks afterwards (the same weights, step for step)
+                cuda = [run.device] if run.device.type == "cuda" else []
+                with torch.random.fork_rng(devices=cuda):
+                    cache = build_feature_cache(encoder, split, path, device=run.device,
+                                                batch_size=64, progress=cfg.progress)
         run.barrier()
         if not run.main:
             cache = FeatureCache.open(path, expect_encoder=encoder.name)
@@ -613,7 +617,8 @@ def _train(cfg: TrainConfig, run: Dist, resume: str | Path | None,
             if cfg.log_every and state.step % cfg.log_every == 0:
                 now = time.perf_counter()
                 lr = opt.param_groups[0]["lr"]
-                bar.set_postfix(nll=f"{float(parts['nll']):.3f}", lr=f"{lr:.2g}",
+                bar.set_postfix(loss=f"{float(parts['loss'].detach()):.3f}",
+                                nll=f"{float(parts['nll']):.3f}", lr=f"{lr:.2g}",
                                 tok_s=f"{tok_window / max(now - t_window, 1e-9):.0f}")
                 t_window, tok_window = now, 0
                 if step_log:

@@ -481,3 +481,20 @@ def test_gallery_figure_layout(splits):
         assert len(fig.axes) == 4  # only 4 images in the split
     finally:
         plt.close(fig)
+
+
+def test_command_line_writes_the_held_out_test_images(tmp_path, capsys):
+    from sat_core.data.shapes import main
+
+    assert main([str(tmp_path), "--n-test", "3", "--image-size", "32", "--seed", "5"]) == 0
+    assert "test: 3 images" in capsys.readouterr().out
+    held_out = make_shapes_splits(4, 1, 3, seed=5, image_size=32)["test"]
+    for i in range(3):  # the same pixels as the test split that training holds out
+        png = np.asarray(Image.open(tmp_path / "shapes" / "test" / f"{i:06d}.png"))
+        assert np.array_equal(png, held_out.load_image.pixels[i])
+    data = json.loads((tmp_path / "dataset_shapes.json").read_text())
+    assert [im["split"] for im in data["images"]] == ["test"] * 3  # no train/val written
+    assert not (tmp_path / "shapes" / "train").exists()
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "none"), "--n-test", "0"])
+    assert "at least one image" in capsys.readouterr().err

@@ -191,3 +191,21 @@ def test_command_line(tmp_path, capsys):
     ckpt = load_checkpoint(tmp_path / "cli" / "last.pt")
     assert ckpt["step"] == 2 and ckpt["config"].amp == "bf16"
     assert all(torch.isfinite(t).all() for t in ckpt["model"].values() if t.is_floating_point())
+
+
+def test_command_line_resume_auto_continues_the_same_run(tmp_path, capsys):
+    args = ["--preset", "shapes-hard", "--n-train", "8", "--n-val", "2", "--n-test", "2",
+            "--image-size", "32", "--encoder-channels", "8", "--embed-dim", "8", "--hidden-dim",
+            "16", "--attn-dim", "8", "--epochs", "1", "--max-steps", "3", "--batch-size", "4",
+            "--checkpoint-every", "1", "--no-progress", "--test-metrics", "none",
+            "--features-dir", str(tmp_path / "features")]
+    assert tr.main([*args, "--out-dir", str(tmp_path / "whole")]) == 0
+    killed = [*args, "--out-dir", str(tmp_path / "killed")]
+    assert tr.main([*killed, "--stop-after-steps", "1"]) == 0
+    assert load_checkpoint(tmp_path / "killed" / "last.pt")["step"] == 1
+    assert tr.main([*killed, "--resume", "auto"]) == 0
+    whole = load_checkpoint(tmp_path / "whole" / "last.pt")
+    resumed = load_checkpoint(tmp_path / "killed" / "last.pt")
+    assert resumed["step"] == whole["step"] == 3
+    for k, v in whole["model"].items():  # hard attention: the samples' RNG resumed too
+        assert torch.equal(resumed["model"][k], v), k

@@ -676,8 +676,45 @@ def _json_object(o: ShapesObject | Mapping[str, Any]) -> dict[str, Any]:
     return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in d.items()}
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m sat_core.data.shapes OUT_DIR``: the Shapes world as PNGs + Karpathy JSON."""
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m sat_core.data.shapes",
+        description="Write the Shapes caption world to OUT_DIR: OUT_DIR/shapes/<split>/NNNNNN.png "
+        "and OUT_DIR/dataset_shapes.json in the Karpathy-split format. Each split has its own "
+        "child seed, so --n-test 8 writes the first 8 test images that training with the same "
+        "--seed and --image-size holds out.")
+    p.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="folder to write into")
+    p.add_argument("--n-train", type=int, default=0, help="training images (default 0)")
+    p.add_argument("--n-val", type=int, default=0, help="validation images (default 0)")
+    p.add_argument("--n-test", type=int, default=8, help="test images (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="world seed (default 0, the presets')")
+    p.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
+    args = p.parse_args(argv)
+    if min(args.n_train, args.n_val, args.n_test) < 0 or args.image_size < 16:
+        p.error("sizes must be >= 0 and --image-size >= 16")
+    wanted = dict(zip(SPLIT_NAMES, (args.n_train, args.n_val, args.n_test), strict=True))
+    if not any(wanted.values()):
+        p.error("nothing to write: ask for at least one image")
+    # a split of 0 images is drawn as 1 and dropped (each split has its own seed: no effect)
+    splits = make_shapes_splits(*(max(n, 1) for n in wanted.values()), seed=args.seed,
+                                image_size=args.image_size, progress=True)
+    splits = {name: split for name, split in splits.items() if wanted[name]}
+    path = save_shapes(splits, args.out_dir)
+    for name, split in splits.items():
+        print(f"{name}: {len(split.records)} images in {args.out_dir / 'shapes' / name}")
+    print(f"wrote {path}")
+    return 0
+
+
 __all__ = [
     "COLOURS", "SHAPES", "SIZES", "SHAPES_VOCAB", "SPLIT_NAMES", "ShapesConfig", "ShapesObject",
     "ShapesImage", "ShapesImageLoader", "generate_shapes", "make_shapes_splits", "make_split",
     "position", "relation", "save_shapes", "shape_mask", "shapes_vocabulary",
 ]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
