@@ -156,6 +156,24 @@ def draws(entry: str) -> bool:
     return bool(nb.metadata.get("sat", {}).get("draws", True))
 
 
+FIGURE_MIMES = ("image/png", "image/jpeg", "image/svg+xml")
+HIDDEN_TAGS = {"remove-output", "remove-cell"}
+
+
+def executed_figures(entry: str) -> int | None:
+    """Images in the outputs of the executed notebook that the page was built from (the staged
+    copy papermill wrote), except in cells whose outputs the book removes; None if not staged."""
+    staged = ROOT / "_build" / "stage" / f"{entry}.ipynb"
+    if not staged.exists():
+        return None
+    n = 0
+    for cell in nbformat.read(staged, as_version=4).cells:
+        if cell.cell_type != "code" or HIDDEN_TAGS & set(cell.metadata.get("tags", [])):
+            continue
+        n += sum(any(m in out.get("data", {}) for m in FIGURE_MIMES) for out in cell.outputs)
+    return n
+
+
 def colab_url(entry: str) -> str:
     repo = CONFIG["repository"]
     org_repo = re.sub(r"^https://github\.com/", "", repo["url"]).strip("/")
@@ -216,8 +234,12 @@ def test_page(entry, page, site_url):
         # 4. its figures are there and loaded
         imgs = page.locator(".cell_output img")
         if draws(entry):
+            expected = executed_figures(entry)
             if imgs.count() == 0:
                 problems.append("no figure (<img>) in the cell outputs")
+            elif expected is not None and imgs.count() < expected:
+                problems.append(f"{imgs.count()} figures on the page, but the executed notebook "
+                                f"has {expected} image outputs")
             broken = page.evaluate(
                 "() => [...document.querySelectorAll('.cell_output img')]"
                 ".filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
