@@ -55,7 +55,10 @@ class SoftAttention(nn.Module):
 
     def scores(self, a_proj: Tensor, h: Tensor) -> Tensor:
         """Eq. (4): e_ti = w_att^T tanh(a_proj_i + U_a h_{t-1}) + c, shape (B, L)."""
-        hidden = tanh_of_sum(a_proj, self.U_a(h).unsqueeze(1))
+        u = self.U_a(h).unsqueeze(1)
+        if _cpu_inference(a_proj, u):
+            return _chunked_scores(a_proj, u, self.w_att)
+        hidden = tanh_of_sum(a_proj, u)
         return self.w_att(hidden).squeeze(-1)
 
     def forward(self, a: Tensor, h: Tensor, a_proj: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -103,6 +106,39 @@ def tanh_of_sum(x: Tensor, y: Tensor) -> Tensor:
     if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.dtype == y.dtype:
         return _CpuTanhOfSum.apply(x, y)
     return torch.tanh(x + y)
+
+
+CHUNK_BYTES = 8 * 2**20  # the largest pre-activation block _chunked_scores allocates
+
+
+def _cpu_inference(a_proj: Tensor, u: Tensor) -> bool:
+    """Decoding on the CPU: no autograd, no autocast, plain float32/float64."""
+    return (a_proj.device.type == "cpu" and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu") and a_proj.dtype == u.dtype
+            and a_proj.dtype in (torch.float32, torch.float64))
+
+
+def _chunked_scores(a_proj: Tensor, u: Tensor, w_att: nn.Linear) -> Tensor:
+    """Eq. (4) for decoding on the CPU: the same e, a few times faster on beam search's batches.
+
+    Two changes, no approximation:
+
+    * w^T tanh(x) + c = 2 w^T sigmoid(2x) - sum(w) + c, because tanh(x) = 2 sigmoid(2x) - 1; two
+      elementwise passes over the (B, L, attn) block are saved (and sigmoid is CPU-fast, see
+      :class:`_CpuTanhOfSum`).
+    * The rows go in chunks of at most :data:`CHUNK_BYTES`. A 160 x 196 x 512 block (32 images x
+      5 beams) is 64 MB: glibc serves an allocation that large with a fresh mmap every step, and
+      touching its pages for the first time costs more than the arithmetic (measured here: 40 ms
+      for one such add, 8 ms into a reused buffer). Blocks of a few MB are recycled by malloc.
+    """
+    B, L, A = a_proj.shape
+    rows = max(1, CHUNK_BYTES // max(1, L * A * a_proj.element_size()))
+    w = w_att.weight.reshape(A)
+    e = torch.empty(B, L, dtype=a_proj.dtype, device=a_proj.device)
+    for i in range(0, B, rows):
+        x = torch.add(a_proj[i:i + rows], u[i:i + rows]).mul_(2).sigmoid_()
+        torch.matmul(x, w, out=e[i:i + rows])
+    return e.mul_(2).add_(w_att.bias - w.sum())
 
 
 class Gate(nn.Module):

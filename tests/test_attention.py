@@ -63,6 +63,24 @@ def test_scores_follow_the_mlp_formula_by_hand(att, inputs):
     torch.testing.assert_close(alpha, e.exp() / e.exp().sum(1, keepdim=True))
 
 
+@pytest.mark.parametrize("chunk_rows", [1, 2, 100])
+def test_decoding_scores_equal_the_formula_in_every_chunk(att, inputs, monkeypatch, chunk_rows):
+    """Without autograd on the CPU, scores take the chunked 2 sigmoid(2x) - 1 path: same e."""
+    import sat_core.attention as attention
+
+    a, h = inputs
+    monkeypatch.setattr(attention, "CHUNK_BYTES", chunk_rows * L * A * 8)  # rows per chunk
+    with torch.no_grad():
+        assert attention._cpu_inference(att.project(a), att.U_a(h).unsqueeze(1))
+        e = att.scores(att.project(a), h)
+    by_hand = att.w_att(torch.tanh(att.project(a) + att.U_a(h).unsqueeze(1))).squeeze(-1)
+    torch.testing.assert_close(e, by_hand, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():  # float32 too, to float rounding
+        e32 = att.float().scores(att.project(a.float()), h.float())
+    torch.testing.assert_close(e32, by_hand.float(), rtol=1e-5, atol=1e-5)
+    assert not attention._cpu_inference(att.project(a.float()), h.float())  # grad on: the other path
+
+
 def test_gradcheck_attention_wrt_a_and_h(att, inputs):
     a, h = (x.clone().requires_grad_() for x in inputs)
     assert torch.autograd.gradcheck(lambda a_, h_: att(a_, h_), (a, h))
