@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -50,6 +52,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--no-naive", action="store_true", help="skip the naive decoder")
     p.add_argument("--profile-rows", type=int, default=12, help="rows of the profiler table")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--memory-of", choices=["sat_core", "naive"], default=None,
+                   help=argparse.SUPPRESS)  # internal: one model's peak memory, in a child process
     args = p.parse_args()
     sizes = QUICK if args.quick else PAPER
     for name, value in sizes.items():
@@ -83,6 +87,19 @@ def peak_memory_mb(device: torch.device) -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def current_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def sync(device: torch.device) -> None:
@@ -176,6 +193,29 @@ def profile_table(step: Callable, device: torch.device, rows: int) -> str:
 
 
 # ------------------------------------------------------------------------------------- main
+def measure_memory(name: str, cfg: DecoderConfig, batch: dict, args: argparse.Namespace,
+                   device: torch.device) -> None:
+    """(Child process) warm up one model alone; print its peak memory above the process's
+    resting state (libraries, the batch) as one JSON line: weights, activations, gradients and
+    the optimizer's state."""
+    sync(device)
+    resting = current_memory_mb(device)
+    model: torch.nn.Module = AttentionDecoder(cfg).to(device).train()
+    if name == "naive":
+        model = NaiveDecoder.from_decoder(model).train()
+    step = make_step(model, name == "naive", batch, args.alpha_c, not args.foreach_adam)
+    print(json.dumps({"peak_mb": warm_up(step, device, max(args.warmup, 1)) - resting}))
+
+
+def peak_in_child(name: str) -> float:
+    """Peak memory of one model's training steps, measured in a process of its own: in this one,
+    the other model's weights, gradients and Adam state (and malloc's reuse of its freed memory)
+    would blur the figure."""
+    cmd = [sys.executable, __file__, *sys.argv[1:], "--memory-of", name]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return float(json.loads(out.strip().splitlines()[-1])["peak_mb"])
+
+
 def main() -> None:
     args = parse_args()
     device = pick_device(args.device)
@@ -189,6 +229,9 @@ def main() -> None:
     batch = dict(a=torch.randn(B, args.locations, args.feature_dim, generator=g).to(device),
                  y_in=captions[:, :-1].to(device), targets=captions[:, 1:].to(device),
                  steps=torch.full((B,), T, device=device))
+    if args.memory_of:
+        measure_memory(args.memory_of, cfg, batch, args, device)
+        return
     print(f"device {device} ({torch.get_num_threads()} threads); B={B} captions of T={T} words, "
           f"L={args.locations}, D={args.feature_dim}, m={args.embed_dim}, n={args.hidden_dim}, "
           f"attn={args.attn_dim}, K={args.vocab}")
@@ -202,7 +245,9 @@ def main() -> None:
         models["naive"] = NaiveDecoder.from_decoder(models["sat_core"]).train()
     steps = {name: make_step(model, name == "naive", batch, args.alpha_c, not args.foreach_adam)
              for name, model in models.items()}
-    peaks = {name: warm_up(step, device, max(args.warmup, 1)) for name, step in steps.items()}
+    for step in steps.values():
+        warm_up(step, device, max(args.warmup, 1))
+    peaks = {name: peak_in_child(name) for name in steps}
     seconds = time_interleaved(steps, device, args.steps)
     mm = max(mm, matmul_gflops(device, mm_size))  # the less disturbed of two measurements
     for name, model in models.items():
