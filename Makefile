@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.sat-installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup test test-fast lint book book-html browser-test student bench clean
+.PHONY: help setup test test-fast lint book book-html browser-test student bench bench-smoke clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -32,7 +32,7 @@ test: setup lint  ## ruff + the whole test suite, one pytest-xdist worker per co
 	$(BIN)/python -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
 
 test-fast: setup  ## the unit tests only (no notebooks, no slow tests)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not bench" $(PYTEST_ARGS)
 
 book: setup  ## execute every notebook (papermill, default parameters) and build _build/html
 	$(BIN)/python -m sat_core.book build
@@ -48,6 +48,9 @@ student: setup  ## write a copy of the notebooks without solutions to _build/stu
 
 bench: setup  ## run every benchmark (prints figures and one JSON line each)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+bench-smoke: setup  ## the benchmark scripts at --quick sizes, checked by pytest (CI runs it)
+	$(BIN)/python -m pytest -m bench tests/test_benchmarks.py $(PYTEST_ARGS)
 
 clean:  ## remove build output (keeps .venv)
 	rm -rf _build

@@ -237,6 +237,8 @@ def main() -> None:
           f"attn={args.attn_dim}, K={args.vocab}")
 
     mm_size = 4096 if device.type == "cuda" else 2048
+    if args.quick:  # a smoke run: the rate of a small matmul (not the machine's best)
+        mm_size = 512
     mm = matmul_gflops(device, mm_size)
 
     results = {}

@@ -170,7 +170,7 @@ def tiny_data_root(tmp_path) -> Path:
 # The files that take longest go first. `make test` runs pytest-xdist with --dist loadfile (one
 # file per worker at a time, in collection order): started last, the chapter notebooks (about
 # 2.5 minutes on one core) would finish a minute after everything else.
-LONGEST_FIRST = ("test_notebooks.py", "test_distributed.py", "test_benchmarks.py")
+LONGEST_FIRST = ("test_notebooks.py", "test_distributed.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
