@@ -56,9 +56,11 @@ class SoftAttention(nn.Module):
     def scores(self, a_proj: Tensor, h: Tensor) -> Tensor:
         """Eq. (4): e_ti = w_att^T tanh(a_proj_i + U_a h_{t-1}) + c, shape (B, L)."""
         u = self.U_a(h).unsqueeze(1)
-        if _cpu_inference(a_proj, u):
-            return _chunked_scores(a_proj, u, self.w_att)
-        hidden = tanh_of_sum(a_proj, u)
+        if _cpu_plain_float(a_proj, u):  # the same e, computed in fewer passes over memory
+            if not torch.is_grad_enabled():
+                return _chunked_scores(a_proj, u, self.w_att)
+            return _CpuScores.apply(a_proj, u, self.w_att.weight, self.w_att.bias)
+        hidden = torch.tanh(a_proj + u)
         return self.w_att(hidden).squeeze(-1)
 
     def forward(self, a: Tensor, h: Tensor, a_proj: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -72,27 +74,60 @@ class SoftAttention(nn.Module):
         return expected_context(alpha, a), alpha
 
 
-class _CpuTanhOfSum(torch.autograd.Function):
-    """tanh(x + y) computed as 2 sigmoid(2 (x + y)) - 1 in a single buffer (CPU speed trick).
+def _cpu_plain_float(a_proj: Tensor, u: Tensor) -> bool:
+    """On the CPU, without autocast, in float32/float64: where the fast forms below apply."""
+    return (a_proj.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+            and a_proj.dtype == u.dtype and a_proj.dtype in (torch.float32, torch.float64))
 
-    On the CPU, PyTorch's float tanh kernel is about 10x slower than its sigmoid kernel (measured
-    here: 6.2 vs 0.6 ms for the 32 x 196 x 512 pre-activations of one step), and this is the
-    decoder's largest elementwise op. Values agree with torch.tanh to float rounding; the
-    backward is tanh's, dL/dx = g (1 - tanh^2).
+
+class _CpuScores(torch.autograd.Function):
+    """Eq. (4) for training on the CPU: e = w^T tanh(a_proj + u) + c with a hand-written backward.
+
+    The (B, L, attn) block of pre-activations is the decoder's largest tensor, and on the CPU
+    each pass over it costs more than its arithmetic (32 x 196 x 512 floats are 12.8 MB, and
+    there is one such block per step). Two identities cut the passes over it from eleven per
+    step (``torch.tanh`` and ``nn.Linear`` under autograd) to eight:
+
+    * tanh(x) = 2 s - 1 with s = sigmoid(2x), so e = 2 w^T s - sum(w) + c: the forward is one
+      add, one in-place sigmoid and one matrix-vector product (PyTorch's CPU sigmoid is about 10x
+      faster than its tanh: 0.6 vs 6.2 ms on one such block, measured here).
+    * d tanh(x)/dx = 1 - tanh(x)^2 = 4 s (1 - s), so the backward needs only the saved s:
+      dL/dx = 4 w * g_e s (1 - s) (one fused ``sigmoid_backward`` and one scaling), dL/du is its
+      sum over locations, dL/dw = 2 s^T g_e - sum(g_e) and dL/dc = sum(g_e), without ever
+      materialising the outer product g_e w^T that ``nn.Linear``'s backward would build.
+
+    Args (forward): a_proj (B, L, A), u (B, 1, A) or broadcastable, weight (1, A), bias (1,).
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, y: Tensor) -> Tensor:
-        out = torch.add(x, y).mul_(2).sigmoid_().mul_(2).sub_(1)
-        ctx.save_for_backward(out)
-        ctx.shapes = x.shape, y.shape
-        return out
+    def forward(ctx, a_proj: Tensor, u: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        s = torch.add(u * 2, a_proj, alpha=2).sigmoid_()  # sigmoid(2 (a_proj + u))
+        A = s.shape[-1]
+        w = weight.reshape(A)
+        e = torch.mv(s.reshape(-1, A), w).view(s.shape[:-1])
+        ctx.save_for_backward(s, weight)
+        ctx.shapes = a_proj.shape, u.shape
+        return e.mul_(2).add_(bias - w.sum())
 
     @staticmethod
-    def backward(ctx, g: Tensor) -> tuple[Tensor, Tensor]:
-        (out,) = ctx.saved_tensors
-        grad = torch.ops.aten.tanh_backward(g, out)
-        return _sum_to(grad, ctx.shapes[0]), _sum_to(grad, ctx.shapes[1])
+    def backward(ctx, g: Tensor) -> tuple[Tensor | None, ...]:
+        s, weight = ctx.saved_tensors
+        A = s.shape[-1]
+        w = weight.reshape(A)
+        g_flat = g.reshape(-1)
+        g_a_proj = g_u = g_w = g_c = None
+        if ctx.needs_input_grad[2]:
+            g_w = torch.mv(s.reshape(-1, A).t(), g_flat).mul_(2).sub_(g_flat.sum()).view_as(weight)
+        if ctx.needs_input_grad[3]:
+            g_c = g_flat.sum().reshape(1)
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            # g s (1 - s) in one pass, then times 4 w: dL/d(a_proj + u)
+            d = torch.ops.aten.sigmoid_backward(g.unsqueeze(-1).expand_as(s), s).mul_(w * 4)
+            if ctx.needs_input_grad[1]:
+                g_u = _sum_to(d, ctx.shapes[1])
+            if ctx.needs_input_grad[0]:
+                g_a_proj = _sum_to(d, ctx.shapes[0])
+        return g_a_proj, g_u, g_w, g_c
 
 
 def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
@@ -101,31 +136,16 @@ def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
     return grad.sum(dims, keepdim=True) if dims else grad
 
 
-def tanh_of_sum(x: Tensor, y: Tensor) -> Tensor:
-    """tanh(x + y) with broadcasting (same rank); the fast form on the CPU in float32/float64."""
-    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.dtype == y.dtype:
-        return _CpuTanhOfSum.apply(x, y)
-    return torch.tanh(x + y)
-
-
 CHUNK_BYTES = 8 * 2**20  # the largest pre-activation block _chunked_scores allocates
 
 
-def _cpu_inference(a_proj: Tensor, u: Tensor) -> bool:
-    """Decoding on the CPU: no autograd, no autocast, plain float32/float64."""
-    return (a_proj.device.type == "cpu" and not torch.is_grad_enabled()
-            and not torch.is_autocast_enabled("cpu") and a_proj.dtype == u.dtype
-            and a_proj.dtype in (torch.float32, torch.float64))
-
-
 def _chunked_scores(a_proj: Tensor, u: Tensor, w_att: nn.Linear) -> Tensor:
-    """Eq. (4) for decoding on the CPU: the same e, a few times faster on beam search's batches.
+    """Eq. (4) for decoding on the CPU (no autograd): the same e, a few times faster on beam
+    search's batches.
 
     Two changes, no approximation:
 
-    * w^T tanh(x) + c = 2 w^T sigmoid(2x) - sum(w) + c, because tanh(x) = 2 sigmoid(2x) - 1; two
-      elementwise passes over the (B, L, attn) block are saved (and sigmoid is CPU-fast, see
-      :class:`_CpuTanhOfSum`).
+    * w^T tanh(x) + c = 2 w^T sigmoid(2x) - sum(w) + c, as in :class:`_CpuScores`.
     * The rows go in chunks of at most :data:`CHUNK_BYTES`. A 160 x 196 x 512 block (32 images x
       5 beams) is 64 MB: glibc serves an allocation that large with a fresh mmap every step, and
       touching its pages for the first time costs more than the arithmetic (measured here: 40 ms
@@ -135,8 +155,9 @@ def _chunked_scores(a_proj: Tensor, u: Tensor, w_att: nn.Linear) -> Tensor:
     rows = max(1, CHUNK_BYTES // max(1, L * A * a_proj.element_size()))
     w = w_att.weight.reshape(A)
     e = torch.empty(B, L, dtype=a_proj.dtype, device=a_proj.device)
+    u2 = (u * 2).expand(B, *u.shape[1:])
     for i in range(0, B, rows):
-        x = torch.add(a_proj[i:i + rows], u[i:i + rows]).mul_(2).sigmoid_()
+        x = torch.add(u2[i:i + rows], a_proj[i:i + rows], alpha=2).sigmoid_()
         torch.matmul(x, w, out=e[i:i + rows])
     return e.mul_(2).add_(w_att.bias - w.sum())
 

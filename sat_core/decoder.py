@@ -158,7 +158,7 @@ class _TapedMatmul(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, tape: _Tape, t: int) -> Tensor:
-        y = F.linear(x, weight)  # under autocast: in the low precision dtype
+        y = _thin_matmul(x, weight.t())  # under autocast: in the low precision dtype
         ctx.save_for_backward(weight)
         ctx.tape, ctx.t, ctx.x_dtype = tape, t, x.dtype
         tape.inputs[t] = x.detach()
@@ -168,7 +168,20 @@ class _TapedMatmul(torch.autograd.Function):
     def backward(ctx, g: Tensor) -> tuple[Tensor, None, None, None]:
         (weight,) = ctx.saved_tensors
         ctx.tape.grads[ctx.t] = g
-        return g.mm(weight.to(g.dtype)).to(ctx.x_dtype), None, None, None
+        return _thin_matmul(g, weight.to(g.dtype)).to(ctx.x_dtype), None, None, None
+
+
+def _thin_matmul(x: Tensor, w: Tensor) -> Tensor:
+    """x @ w for a thin x (B rows, B small) and a large w.
+
+    On the CPU it is computed as (w^T x^T)^T: the same products and sums, but MKL's GEMM runs the
+    tall orientation (4n x B) faster than the flat one (B x 4n): about 1.4x for T_hz at the
+    paper's sizes (B=32, n=1024, D=512: 6.8 instead of 10.9 ms forward, 6.7 instead of 9.8 ms
+    backward, measured on a 2-core EPYC with benchmarks/bench_train_step.py's profile).
+    """
+    if x.device.type == "cpu":
+        return torch.mm(w.t(), x.t()).t()
+    return torch.mm(x, w)
 
 
 class _StepwiseLinear:

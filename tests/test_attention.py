@@ -10,7 +10,7 @@ import torch
 from sat_core.attention import (
     Gate,
     SoftAttention,
-    _CpuTanhOfSum,
+    _CpuScores,
     argmax_locations,
     attention_entropy,
     attention_weights,
@@ -71,14 +71,17 @@ def test_decoding_scores_equal_the_formula_in_every_chunk(att, inputs, monkeypat
     a, h = inputs
     monkeypatch.setattr(attention, "CHUNK_BYTES", chunk_rows * L * A * 8)  # rows per chunk
     with torch.no_grad():
-        assert attention._cpu_inference(att.project(a), att.U_a(h).unsqueeze(1))
+        assert attention._cpu_plain_float(att.project(a), att.U_a(h).unsqueeze(1))
         e = att.scores(att.project(a), h)
     by_hand = att.w_att(torch.tanh(att.project(a) + att.U_a(h).unsqueeze(1))).squeeze(-1)
     torch.testing.assert_close(e, by_hand, rtol=1e-12, atol=1e-12)
     with torch.no_grad():  # float32 too, to float rounding
         e32 = att.float().scores(att.project(a.float()), h.float())
     torch.testing.assert_close(e32, by_hand.float(), rtol=1e-5, atol=1e-5)
-    assert not attention._cpu_inference(att.project(a.float()), h.float())  # grad on: the other path
+    calls = []
+    monkeypatch.setattr(attention, "_chunked_scores", lambda *args: calls.append(args))
+    att.scores(att.project(a.float()), h.float())  # with autograd: not the chunked path
+    assert calls == []
 
 
 def test_gradcheck_attention_wrt_a_and_h(att, inputs):
@@ -156,20 +159,48 @@ def test_expected_context_matches_soft_forward(att, inputs):
     torch.testing.assert_close(expected_context(onehot, a), select_context(a, torch.tensor([2, 0, 4])))
 
 
-def test_cpu_tanh_of_sum_matches_torch_tanh():
+def _scores_by_autograd(a_proj, u, weight, bias):
+    return (torch.tanh(a_proj + u) @ weight.t()).squeeze(-1) + bias
+
+
+def test_cpu_scores_match_the_formula_and_its_autograd_gradients():
+    """The training path of Eq. (4) on the CPU (sigmoid form, hand-written backward)."""
     g = torch.Generator().manual_seed(5)
-    x = 4 * torch.randn(3, 5, 7, generator=g)
-    x[0, 0, :3] = torch.tensor([0.0, 30.0, -30.0])  # zero and saturation
-    x.requires_grad_()
-    y = torch.randn(3, 1, 7, generator=g).requires_grad_()
-    out = _CpuTanhOfSum.apply(x, y)
-    ref = torch.tanh(x + y)
-    torch.testing.assert_close(out, ref, rtol=0, atol=3e-7)
-    w = torch.randn(3, 5, 7, generator=g)
-    gx, gy = torch.autograd.grad((out * w).sum(), (x, y))
-    rx, ry = torch.autograd.grad((ref * w).sum(), (x, y))
-    torch.testing.assert_close(gx, rx, rtol=0, atol=1e-6)
-    torch.testing.assert_close(gy, ry, rtol=0, atol=1e-5)
-    assert gy.shape == y.shape
-    xd, yd = (t.detach().double().requires_grad_() for t in (x, y))
-    assert torch.autograd.gradcheck(_CpuTanhOfSum.apply, (xd, yd))
+    a_proj = 4 * torch.randn(3, 5, 7, generator=g)
+    a_proj[0, 0, :3] = torch.tensor([0.0, 30.0, -30.0])  # zero and saturation
+    u = torch.randn(3, 1, 7, generator=g)
+    weight, bias = torch.randn(1, 7, generator=g), torch.randn(1, generator=g)
+    inputs = [t.clone().requires_grad_() for t in (a_proj, u, weight, bias)]
+    ref_inputs = [t.clone().requires_grad_() for t in (a_proj, u, weight, bias)]
+    e = _CpuScores.apply(*inputs)
+    ref = _scores_by_autograd(*ref_inputs)
+    torch.testing.assert_close(e, ref, rtol=0, atol=2e-6)
+    g_e = torch.randn(3, 5, generator=g)
+    grads = torch.autograd.grad((e * g_e).sum(), inputs)
+    ref_grads = torch.autograd.grad((ref * g_e).sum(), ref_inputs)
+    for mine, theirs, x in zip(grads, ref_grads, inputs, strict=True):
+        assert mine.shape == x.shape
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+    double = [t.detach().double().requires_grad_() for t in (a_proj / 4, u, weight, bias)]
+    assert torch.autograd.gradcheck(_CpuScores.apply, double)
+    # only the gradients asked for are computed (a frozen f_att: just dL/du)
+    u_only = _CpuScores.apply(a_proj, inputs[1], weight, bias)
+    (g_u,) = torch.autograd.grad((u_only * g_e).sum(), inputs[1])
+    torch.testing.assert_close(g_u, ref_grads[1], rtol=1e-5, atol=1e-5)
+
+
+def test_scores_take_the_cpu_training_path_and_agree_with_the_plain_one(att, inputs, monkeypatch):
+    import sat_core.attention as attention
+
+    a, h = (x.clone().requires_grad_() for x in inputs)
+    e = att.scores(att.project(a), h)
+    assert "CpuScores" in type(e.grad_fn).__name__
+    monkeypatch.setattr(attention, "_cpu_plain_float", lambda *args: False)
+    e_plain = att.scores(att.project(a), h)
+    assert "CpuScores" not in type(e_plain.grad_fn).__name__
+    torch.testing.assert_close(e, e_plain, rtol=1e-12, atol=1e-12)
+    w = torch.randn_like(e)
+    params = (a, h, *att.parameters())
+    for mine, theirs in zip(torch.autograd.grad((e * w).sum(), params),
+                            torch.autograd.grad((e_plain * w).sum(), params), strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-12)
