@@ -191,7 +191,7 @@ class _StepwiseLinear:
     and adds each into W.grad. Here each step's backward only returns dL/dx_t and records g_t; the
     weight enters the loop through :class:`_WeightAnchor`, whose backward autograd runs last and
     computes sum_t g_t^T x_t = G^T X in ONE matmul (what cuDNN's RNNs do). Same gradients, less
-    time; used by ``forward`` for T_hz when gradients are needed.
+    time; used by ``forward`` for T_hz and f_att's U_a when gradients are needed.
     """
 
     def __init__(self, linear: nn.Linear) -> None:
@@ -292,14 +292,15 @@ class AttentionDecoder(nn.Module):
         mix: Tensor | None = None,
         generator: torch.Generator | None = None,
         T_hz: nn.Module | _StepwiseLinear | None = None,
+        U_a: _StepwiseLinear | None = None,
     ) -> _Recur:
         """One step of attention + LSTM, Eq. (1)-(6). x_t = T_y E y_{t-1} + bias, (B, 4n).
 
         The single copy of the cell, used by :meth:`step` and by the loop of :meth:`forward`
-        (which passes ``T_hz`` wrapped in :class:`_StepwiseLinear`, same values).
+        (which passes ``T_hz`` and ``U_a`` wrapped in :class:`_StepwiseLinear`, same values).
         """
         h_prev, c_prev = state
-        e = self.attention.scores(ann.a_proj, h_prev)  # Eq. (4)
+        e = self.attention.scores(ann.a_proj, h_prev, U_a)  # Eq. (4)
         alpha = attention_weights(e)  # Eq. (5)
         z, s = self._context(alpha, ann.a, mode, s, mix, generator)  # Eq. (6)
         if self.gate is not None:  # Sec. 4.2.1
@@ -397,10 +398,14 @@ class AttentionDecoder(nn.Module):
         T_hz = self.T_hz
         if torch.is_grad_enabled() and T_hz.weight.requires_grad:
             T_hz = _StepwiseLinear(T_hz)  # one weight-gradient matmul instead of T_run
+        U_a = None
+        if torch.is_grad_enabled() and self.attention.U_a.weight.requires_grad:
+            U_a = _StepwiseLinear(self.attention.U_a)  # the same for f_att's U_a h_{t-1}
         hs, zs, es, alphas, betas, ss = [], [], [], [], [], []
         for t in range(T_run):
             s_t = None if s is None else s[:, t]
-            r = self._recur(x[t], state, ann, mode, s=s_t, mix=mix, generator=generator, T_hz=T_hz)
+            r = self._recur(x[t], state, ann, mode, s=s_t, mix=mix, generator=generator, T_hz=T_hz,
+                            U_a=U_a)
             state = (r.h, r.c)
             hs.append(r.h)
             zs.append(r.z_hat)

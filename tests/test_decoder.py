@@ -137,7 +137,8 @@ def test_teacher_forcing_equals_a_loop_of_steps(dec):
 
 
 def test_forward_gradients_equal_those_of_a_step_loop(dec):
-    """forward defers T_hz's weight gradient to one matmul; step uses plain autograd."""
+    """forward defers the weight gradients of T_hz and U_a to one matmul each; step uses plain
+    autograd."""
     a, y, targets, lengths = make_batch()
     out = dec(a, y, lengths)
     masked_nll(out.logits, targets, lengths).backward()
