@@ -165,22 +165,9 @@ def time_interleaved(
     return times
 
 
-def _mv_flops(matrix_shape: torch.Size, vector_shape: torch.Size, *args, **kwargs) -> int:
-    return 2 * matrix_shape[0] * matrix_shape[1]
-
-
-def _addmv_flops(self_shape: torch.Size, matrix_shape: torch.Size, *args, **kwargs) -> int:
-    return 2 * matrix_shape[0] * matrix_shape[1]
-
-
 def count_flops(step: Callable) -> int:
-    """FLOPs of forward + backward (the optimizer's elementwise update is not counted).
-
-    Matrix products as FlopCounterMode counts them, plus matrix-vector products (the attention
-    scores' w_att on the CPU), which it does not know."""
-    aten = torch.ops.aten
-    extra = {aten.mv: _mv_flops, aten.addmv: _addmv_flops}
-    with FlopCounterMode(display=False, custom_mapping=extra) as counter:
+    """FLOPs of forward + backward (the optimizer's elementwise update is not counted)."""
+    with FlopCounterMode(display=False) as counter:
         step.loss_fn().backward()  # type: ignore[attr-defined]
     return counter.get_total_flops()
 
