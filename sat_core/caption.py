@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from sat_core.checkpoint import CheckpointError
 from sat_core.data.karpathy import load_image_file
 from sat_core.data.records import ImageLoadError, denormalize_image
-from sat_core.decoding import Hypothesis, beam_search
+from sat_core.decoding import Hypothesis, decode
 from sat_core.model import Captioner
 from sat_core.text import Vocabulary
 
@@ -106,9 +106,8 @@ def caption_image(
     device = next(model.parameters()).device
     model.eval()
     a = model.encode(x[None].to(device))  # (1, L, D)
-    hyp = beam_search(model.decoder, a, beam_size=beam_size, max_len=max_len,
-                      start_id=vocab.start_id, end_id=vocab.end_id, length_norm=length_norm,
-                      mode=mode, suppress_ids=(vocab.pad_id,))[0]
+    hyp = decode(model.decoder, a, vocab, beam_size=beam_size, max_len=max_len, mode=mode,
+                 length_norm=length_norm)[0]
     grid = attention_grid(model, x.shape[1], x.shape[2], a.shape[1])
     words = [vocab.itos[t] for t in hyp.tokens]  # one per row of alphas (<unk> included)
     return CaptionResult(source, words, hyp, denormalize_image(x.cpu()), grid)
@@ -153,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, metavar="CKPT",
                    help="a checkpoint of sat_core.train (e.g. runs/shapes-soft/best.pt)")
     p.add_argument("--beam-size", type=int, default=3, help="beam width k (default 3)")
-    p.add_argument("--max-len", type=int, default=20, help="longest caption in words (default 20)")
+    p.add_argument("--max-len", type=int, default=None,
+                   help="longest caption in words (default: the checkpoint's val_max_len)")
     p.add_argument("--length-norm", type=float, default=0.0,
                    help="rank beams by log p / length^x (default 0)")
     p.add_argument("--mode", default=None, choices=("soft", "hard-expect", "hard-argmax"),
@@ -187,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             result = caption_image(model, vocab, path, image_size=cfg.image_size,
                                    resize=cfg.resize or None, beam_size=args.beam_size,
-                                   max_len=args.max_len, length_norm=args.length_norm,
-                                   mode=args.mode or cfg.eval_mode)
+                                   max_len=args.max_len or cfg.val_max_len,
+                                   length_norm=args.length_norm, mode=args.mode or cfg.eval_mode)
         except ImageLoadError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1

@@ -450,6 +450,29 @@ def beam_search(
     return _collect(history, live_scores, end_id, length_norm, n_best)
 
 
+def decode(
+    decoder: nn.Module,
+    a: Tensor,
+    vocab: Any,
+    *,
+    beam_size: int = 3,
+    max_len: int = 20,
+    mode: str = "soft",
+    length_norm: float = 0.0,
+) -> list[Hypothesis]:
+    """The one way ``sat_core`` turns annotation vectors into captions: per-epoch validation
+    (``train``), ``evaluate`` and ``caption`` all call it, so they decode alike.
+
+    ``beam_size == 1`` is :func:`greedy_decode`, otherwise :func:`beam_search`; ``<pad>`` is never
+    emitted (nor ``<start>``). ``vocab`` needs ``start_id``, ``end_id`` and ``pad_id``.
+    """
+    common = dict(max_len=max_len, start_id=vocab.start_id, end_id=vocab.end_id, mode=mode,
+                  suppress_ids=(vocab.pad_id,))
+    if beam_size == 1:
+        return greedy_decode(decoder, a, **common)
+    return beam_search(decoder, a, beam_size=beam_size, length_norm=length_norm, **common)
+
+
 def _collect(
     history: list[_Step],
     live_scores: Tensor,

@@ -322,25 +322,34 @@ class SmallEncoder(Encoder):
     """A compact CNN whose annotation vectors stay LOCAL, so attention can localise (Shapes).
 
     Four ``conv_block``s (3x3 kernels, strides 1, 2, 2, 2) -> grid = image_size // 8 (64 -> 8 x 8,
-    L = 64). Receptive field (``receptive_field(encoder)``): 1 + 2*1 + 2*1 + 2*2 + 2*4 = 17 px,
-    about two 8-px cells; cell ``c`` sees pixels ``8c - 4 .. 8c + 12`` along each axis, centred
-    within half a pixel of its own 8 x 8 patch. Then 2 coordinate channels (x, y in [-1, 1]) are
-    appended to every a_i, so D = channels + 2 (default 96 + 2 = 98).
+    L = 64), then ``context`` stride-1 blocks on that grid. Receptive field
+    (``receptive_field(encoder)``): 1 + 2*1 + 2*1 + 2*2 + 2*4 = 17 px after the four blocks, +16 px
+    per context block: 33 px with the default ``context=1``, enough to hold a whole big object
+    (at most 31 px wide), so one a_i can tell a big square from a big circle. Cell ``c`` sees
+    pixels ``8c - 12 .. 8c + 20`` along each axis, centred within half a pixel of its own 8 x 8
+    patch. Then 2 coordinate channels (x, y in [-1, 1]) are appended to every a_i, so
+    D = channels + 2 (default 96 + 2 = 98).
 
     Locality is exact in eval mode; in train mode BatchNorm's batch statistics couple all
-    positions (through two numbers per channel). The default is trainable (``fine_tune=True``).
+    positions (through two numbers per channel). Built alone, the encoder is trainable
+    (``fine_tune=True``); the Shapes presets pretrain it on the world's region labels and freeze it
+    (``sat_core.pretrain``), as the paper freezes an ImageNet-trained VGG.
     """
 
     name = "small"
 
-    def __init__(self, channels: int = 96, image_size: int = 64, coords: bool = True) -> None:
+    def __init__(self, channels: int = 96, image_size: int = 64, coords: bool = True,
+                 context: int = 1) -> None:
         g = image_size // 8
         super().__init__(feature_dim=channels + (2 if coords else 0), grid=(g, g),
                          image_size=image_size)
+        if context < 0:
+            raise ValueError(f"context must be >= 0 blocks, got {context}")
         widths = (max(8, channels // 4), max(8, channels // 2), channels, channels)
-        strides = (1, 2, 2, 2)
+        widths += (channels,) * context
+        strides = (1, 2, 2, 2) + (1,) * context
         # ZeroPad2d order: (left, right, top, bottom)
-        pads = ((1, 1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 0), (0, 1, 0, 1))
+        pads = ((1, 1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 0), (0, 1, 0, 1)) + ((1, 1, 1, 1),) * context
         layers, c_in = [], 3
         for c_out, s, p in zip(widths, strides, pads, strict=True):
             layers.append(conv_block(c_in, c_out, s, p))
@@ -541,7 +550,7 @@ def receptive_field(encoder: str | nn.Module) -> int:
     """Receptive field in input pixels of one annotation vector a_i (one cell of the grid).
 
     ``vgg19``: 252 px at conv5_4 (more than the 224-px image: every a_i sees it all, but is
-    centred on its own 16 x 16 cell and weighs the centre most); ``small``: 17 px (about two
-    8-px cells).
+    centred on its own 16 x 16 cell and weighs the centre most); ``small``: 33 px (about four
+    8-px cells, half the 64-px image).
     """
     return receptive_field_geometry(encoder)[0]

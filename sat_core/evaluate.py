@@ -9,7 +9,12 @@ The paper's evaluation (Sec. 5.2, Table 1), done the careful way:
    (:func:`~sat_core.metrics.coco_scores`: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, after the PTB
    tokenizer);
 4. print the scores beside the paper's Table 1 (:func:`~sat_core.metrics.format_table1`) and write
-   a JSON report: scores, settings and every image's caption with its references.
+   a JSON report: scores, settings and every image's caption with its references;
+5. in the Shapes world, where the truth is known, also judge each caption
+   (:func:`~sat_core.accuracy.caption_accuracy`: is it true of its image? per word type: are its
+   size / colour / shape words right?) and measure where attention looks while the references
+   are teacher-forced (:func:`~sat_core.grounding.attention_grounding`: hit rate of the peak on
+   the named object, vs a uniform baseline).
 
 In a notebook: ``report = evaluate_checkpoint("runs/shapes-soft/best.pt", limit=50)``.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import warnings
@@ -28,13 +34,16 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from sat_core.accuracy import caption_accuracy
 from sat_core.checkpoint import CheckpointError, load_checkpoint
 from sat_core.config import TrainConfig, make_config
 from sat_core.data.batching import collate_images
 from sat_core.data.datasets import ImageDataset, load_splits
 from sat_core.data.records import ImageLoadError, Split
-from sat_core.decoding import beam_search
+from sat_core.data.shapes import ShapesConfig
+from sat_core.decoding import decode
 from sat_core.device import pick_device
+from sat_core.grounding import attention_grounding
 from sat_core.metrics import METRICS, coco_scores, format_table1
 from sat_core.model import Captioner
 from sat_core.text import Vocabulary
@@ -110,9 +119,8 @@ def decode_split(
                             disable=not progress):
         x = x.to(device)
         a = model.encode(x) if x.dim() == 4 else x
-        hyps = beam_search(model.decoder, a, beam_size=beam_size, max_len=max_len,
-                           start_id=vocab.start_id, end_id=vocab.end_id,
-                           length_norm=length_norm, mode=mode, suppress_ids=(vocab.pad_id,))
+        hyps = decode(model.decoder, a, vocab, beam_size=beam_size, max_len=max_len,
+                      mode=mode, length_norm=length_norm)
         for i, h in zip(index.tolist(), hyps, strict=True):
             record = split.records[i]
             words = vocab.decode(h.tokens)
@@ -130,12 +138,71 @@ def decode_split(
     return rows
 
 
+def _json_float(x: float) -> float | None:
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+def shapes_report(
+    model: Captioner,
+    split: Split,
+    vocab: Vocabulary,
+    rows: list[dict[str, Any]],
+    image_size: int,
+    *,
+    mode: str = "soft",
+    limit: int = 0,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The Shapes-only measures of a decoded split (``rows`` from :func:`decode_split`).
+
+    Returns ``caption_accuracy`` (fraction of captions true of their image), ``word_accuracy``
+    (``{"size", "colour", "shape"}``: pooled fraction of right attribute words) and ``grounding``
+    (``{"all", "size", "colour", "shape"}``: attention-peak hit rates on the references
+    teacher-forced in ``mode``, ``"uniform"``: the chance baseline). A rate with nothing to count
+    is None. Each row gains ``caption_right`` and ``caption_reasons`` (why it is wrong).
+    """
+    records = [split.records[r["image_index"]] for r in rows]
+    acc = caption_accuracy([r["tokens"] for r in rows], records, image_size,
+                           ShapesConfig(image_size=image_size))
+    for r, judgement in zip(rows, acc.judgements, strict=True):
+        r["caption_right"] = judgement.right
+        r["caption_reasons"] = list(judgement.reasons)
+    ground = attention_grounding(model, split, vocab, mode=mode, limit=limit,
+                                 batch_size=batch_size, progress=progress)
+    grounding = {"all": _json_float(ground.hit_rate)}
+    for kind in ("size", "colour", "shape"):
+        grounding[kind] = _json_float(ground.by_type.get(kind, {}).get("hit_rate", math.nan))
+    grounding["uniform"] = _json_float(ground.baseline)
+    return {**acc.as_dict(), "grounding": grounding}
+
+
+def format_shapes_report(report: dict[str, Any]) -> str:
+    """The Shapes measures of a report as a few lines of text ("" when it has none)."""
+    if "caption_accuracy" not in report:
+        return ""
+
+    def f(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.3f}"
+
+    words, g = report["word_accuracy"], report["grounding"]
+    return "\n".join([
+        f"Shapes world: caption accuracy {f(report['caption_accuracy'])} (captions true of "
+        "their image)",
+        "  word accuracy:       " + ", ".join(f"{k} {f(words[k])}" for k in words),
+        f"  attention grounding: all {f(g['all'])}, "
+        + ", ".join(f"{k} {f(g[k])}" for k in ("size", "colour", "shape"))
+        + f" (uniform baseline {f(g['uniform'])})",
+    ])
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     *,
     split: str = "test",
     beam_size: int = 3,
-    max_len: int = 20,
+    max_len: int | None = None,
     length_norm: float = 0.0,
     mode: str | None = None,
     device: str | torch.device = "auto",
@@ -145,6 +212,7 @@ def evaluate_checkpoint(
     metrics: tuple[str, ...] = METRICS,
     out: str | Path | None = None,
     progress: bool = True,
+    shapes_measures: bool = True,
 ) -> dict[str, Any]:
     """Decode and score ``split`` with the COCO metrics; write the JSON report to ``out``.
 
@@ -152,10 +220,13 @@ def evaluate_checkpoint(
     attention). Returns the report: ``scores`` (metric -> corpus score; BLEU, METEOR, ROUGE-L in
     0..1, CIDEr-D in 0..10), ``skipped`` metrics, ``tokenizer``, ``settings``, ``table`` (text)
     and ``images`` (one entry per image, see :func:`decode_split`, plus its per-image scores).
+    Shapes checkpoints (with ``shapes_measures``) add ``caption_accuracy``, ``word_accuracy`` and
+    ``grounding`` (see :func:`shapes_report`); other datasets have no such keys.
     """
     model, vocab, cfg = load_captioner(checkpoint, device)
     data = load_eval_split(cfg, split, data_root)
     mode = mode or cfg.eval_mode
+    max_len = max_len or cfg.val_max_len
     rows = decode_split(model, data, vocab, beam_size=beam_size, max_len=max_len,
                         length_norm=length_norm, mode=mode, limit=limit, batch_size=batch_size,
                         progress=progress)
@@ -181,8 +252,11 @@ def evaluate_checkpoint(
             "attention": cfg.attention, "encoder": cfg.encoder, "vocab_size": len(vocab),
         },
         "table": format_table1(scores, dataset=cfg.dataset, model_name=name),
-        "images": rows,
     }
+    if cfg.dataset == "shapes" and shapes_measures:
+        report.update(shapes_report(model, data, vocab, rows, cfg.image_size, mode=mode,
+                                    limit=limit, batch_size=batch_size, progress=progress))
+    report["images"] = rows
     if out is not None:
         _write_json(Path(out), report)
     return report
@@ -205,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a checkpoint of sat_core.train (e.g. runs/shapes-soft/best.pt)")
     p.add_argument("--split", default="test", choices=SPLITS, help="default: test")
     p.add_argument("--beam-size", type=int, default=3, help="beam width k (default 3)")
-    p.add_argument("--max-len", type=int, default=20, help="longest caption in words (default 20)")
+    p.add_argument("--max-len", type=int, default=None,
+                   help="longest caption in words (default: the checkpoint's val_max_len)")
     p.add_argument("--length-norm", type=float, default=0.0,
                    help="rank beams by log p / length^x (default 0: plain log p)")
     p.add_argument("--mode", default=None, choices=("soft", "hard-expect", "hard-argmax"),
@@ -223,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.beam_size < 1 or args.max_len < 1 or args.limit < 0:
+    if args.beam_size < 1 or (args.max_len is not None and args.max_len < 1) or args.limit < 0:
         print("error: --beam-size and --max-len must be >= 1 and --limit >= 0", file=sys.stderr)
         return 2
     try:
@@ -237,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(report["table"])
+    if "caption_accuracy" in report:
+        print(format_shapes_report(report))
     print(f"{report['num_images']} {report['split']} images, each decoded once "
           f"(beam {args.beam_size}); PTB tokenizer: {report['tokenizer']}")
     for row in report["images"][:5]:

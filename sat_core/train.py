@@ -68,7 +68,7 @@ from sat_core.data.batching import (
 )
 from sat_core.data.datasets import CaptionDataset, ImageDataset, build_vocabulary, load_splits
 from sat_core.data.records import Split
-from sat_core.decoding import beam_search, greedy_decode
+from sat_core.decoding import decode
 from sat_core.device import pick_device, seed_everything
 from sat_core.losses import MovingAverageBaseline, caption_loss
 from sat_core.metrics import corpus_bleu
@@ -162,18 +162,35 @@ def load_data(cfg: TrainConfig) -> tuple[dict[str, Split], Vocabulary]:
     return splits, vocab
 
 
-def encoder_weights(cfg: TrainConfig) -> str | None:
-    """``cfg.encoder_weights`` as :func:`~sat_core.encoder.build_encoder` wants it."""
+def encoder_weights(cfg: TrainConfig, train_split: Split | None = None) -> str | None:
+    """``cfg.encoder_weights`` as :func:`~sat_core.encoder.build_encoder` wants it.
+
+    ``shapes-regions``: the small CNN pretrained on the Shapes world's region labels
+    (:mod:`sat_core.pretrain`), read from its cache or pretrained now on ``train_split`` (by
+    default the config's own training split).
+    """
     if cfg.encoder_weights == "none":
         return None
     if cfg.encoder_weights == "default":
         return None if cfg.encoder == "small" else "DEFAULT"
+    if cfg.encoder_weights == "shapes-regions":
+        from sat_core.pretrain import get_pretrained_weights, pretrained_weights_path
+
+        path = pretrained_weights_path(features_root(cfg), channels=cfg.encoder_channels,
+                                       image_size=cfg.image_size, n_train=cfg.n_train,
+                                       shapes_seed=cfg.shapes_seed, seed=cfg.seed)
+        if not path.is_file() and train_split is None:
+            train_split = load_data(cfg)[0]["train"]
+        return str(get_pretrained_weights(path, train_split, channels=cfg.encoder_channels,
+                                          image_size=cfg.image_size, seed=cfg.seed,
+                                          progress=cfg.progress))
     return cfg.encoder_weights
 
 
-def build_captioner(cfg: TrainConfig, vocab: Vocabulary) -> Captioner:
+def build_captioner(cfg: TrainConfig, vocab: Vocabulary,
+                    train_split: Split | None = None) -> Captioner:
     """Encoder + decoder of the sizes in ``cfg`` (the paper's m, n, attention MLP, gate)."""
-    enc: dict[str, Any] = dict(weights=encoder_weights(cfg), fine_tune=cfg.fine_tune,
+    enc: dict[str, Any] = dict(weights=encoder_weights(cfg, train_split), fine_tune=cfg.fine_tune,
                                image_size=cfg.image_size, progress=cfg.progress)
     if cfg.encoder == "small":
         enc["channels"] = cfg.encoder_channels
@@ -319,12 +336,8 @@ def generate_captions(
         for x, references, idx in loader:
             x = x.to(device)
             a = x if x.dim() == 3 else model.encode(x)
-            common = dict(max_len=max_len, start_id=vocab.start_id, end_id=vocab.end_id,
-                          mode=mode)
-            if beam_size == 1:
-                out = greedy_decode(model.decoder, a, **common)
-            else:
-                out = beam_search(model.decoder, a, beam_size=beam_size, **common)
+            out = decode(model.decoder, a, vocab, beam_size=beam_size, max_len=max_len,
+                         mode=mode)
             hyps += [vocab.decode(h.tokens) for h in out]
             refs += references
             index += idx.tolist()
@@ -503,7 +516,7 @@ def _train(cfg: TrainConfig, run: Dist, resume: str | Path | None,
 
     # --- data, vocabulary, model -----------------------------------------------------------
     splits, vocab = load_data(cfg)
-    model = build_captioner(cfg, vocab).to(device)
+    model = build_captioner(cfg, vocab, splits["train"]).to(device)
     if cfg.uses_feature_cache:
         splits = use_feature_cache(cfg, model.encoder, splits, run)
     if run.main:

@@ -108,10 +108,13 @@ def test_coordinate_channels_at_flattened_positions():
 
 
 def test_receptive_field_against_hand_computation():
-    # small: 3x3 convs with strides 1, 2, 2, 2: 1 + 2*1 + 2*1 + 2*2 + 2*4 = 17
-    assert receptive_field("small") == 17 == receptive_field(small())
-    # paddings (left/top) 1, 1, 1, 0 at input strides 1, 1, 2, 4: start = -(1 + 1 + 2 + 0) = -4
-    assert receptive_field_geometry(small()) == (17, 8, -4)
+    # small: 3x3 convs with strides 1, 2, 2, 2, then one context conv of stride 1 on the 8 x 8
+    # grid: 1 + 2*1 + 2*1 + 2*2 + 2*4 + 2*8 = 33
+    assert receptive_field("small") == 33 == receptive_field(small())
+    # paddings (left/top) 1, 1, 1, 0, 1 at input strides 1, 1, 2, 4, 8: start = -(1+1+2+0+8) = -12
+    assert receptive_field_geometry(small()) == (33, 8, -12)
+    # without the context block: 17 px from -4 (the four blocks alone)
+    assert receptive_field_geometry(small(context=0)) == (17, 8, -4)
     # VGG-19 to conv5_4: 2 convs (+2+2), pool (+1), 2 convs (+4+4), pool (+2), 4 convs (+8*4),
     # pool (+4), 4 convs (+16*4), pool (+8), 4 convs (+32*4): 1 + 4 + 1 + 8 + 2 + 32 + 4 + 64 + 8
     # + 128 = 252; padding 1 per conv: start = -(2*1 + 2*2 + 4*4 + 4*8 + 4*16) = -118
@@ -136,9 +139,9 @@ def test_small_encoder_is_local_exactly(pixel):
     with torch.no_grad():
         a = enc(torch.cat([x, x2]))
     changed = {i for i in range(64) if not torch.equal(a[0, i], a[1, i])}
-    # hand: cell c covers pixels 8c - 4 .. 8c + 12 along each axis (17 px, start -4)
+    # hand: cell c covers pixels 8c - 12 .. 8c + 20 along each axis (33 px, start -12)
     covers = {r * 8 + c for r in range(8) for c in range(8)
-              if 8 * r - 4 <= py <= 8 * r + 12 and 8 * c - 4 <= px <= 8 * c + 12}
+              if 8 * r - 12 <= py <= 8 * r + 20 and 8 * c - 12 <= px <= 8 * c + 20}
     assert changed == covers
     assert torch.equal(a[0, :, -2:], a[1, :, -2:])  # coordinates never change
 

@@ -14,9 +14,12 @@ import pytest
 import torch
 
 from sat_core import evaluate
+from sat_core.accuracy import caption_accuracy
+from sat_core.checkpoint import atomic_torch_save
 from sat_core.config import preset
 from sat_core.data.shapes import make_shapes_splits
 from sat_core.decoding import beam_search
+from sat_core.grounding import attention_grounding
 from sat_core.train import train
 from sat_core.viz import plot_training_curves
 
@@ -100,6 +103,70 @@ def test_limit_and_importable_api(tiny_run):
     assert rep["num_images"] == 3 and rep["split"] == "val"
     assert [r["image_index"] for r in rep["images"]] == [0, 1, 2]
     assert set(rep["scores"]) == {"Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4"}
+
+
+def _rate(x):
+    return None if math.isnan(x) else x
+
+
+def test_shapes_measures_in_the_report(report, tiny_run, capsys):
+    test = make_shapes_splits(n_train=1, n_val=1, n_test=N_TEST, image_size=32)["test"]
+    assert isinstance(report["caption_accuracy"], float)
+    assert 0.0 <= report["caption_accuracy"] <= 1.0
+    assert set(report["word_accuracy"]) == {"size", "colour", "shape"}
+    assert set(report["grounding"]) == {"all", "size", "colour", "shape", "uniform"}
+    for value in [*report["word_accuracy"].values(), *report["grounding"].values()]:
+        assert value is None or (isinstance(value, float) and 0.0 <= value <= 1.0)
+    # recomputed from the report's own captions and an independent regeneration of the split
+    images = sorted(report["images"], key=lambda r: r["image_index"])
+    records = [test.records[r["image_index"]] for r in images]
+    acc = caption_accuracy([r["tokens"] for r in images], records, 32)
+    assert report["caption_accuracy"] == acc.caption_accuracy
+    assert report["word_accuracy"] == {k: _rate(v) for k, v in acc.word_accuracy.items()}
+    assert [r["caption_right"] for r in images] == [j.right for j in acc.judgements]
+    assert all((r["caption_reasons"] == []) == r["caption_right"] for r in images)
+    # grounding: the references teacher-forced in the decode mode ("soft"), every word type found
+    model, vocab, _ = evaluate.load_captioner(tiny_run.best_path, "cpu")
+    g = attention_grounding(model, test, vocab, mode="soft")
+    assert report["grounding"]["all"] == pytest.approx(g.hit_rate, abs=1e-12)
+    assert report["grounding"]["uniform"] == pytest.approx(g.baseline, abs=1e-12)
+    for kind in ("size", "colour", "shape"):
+        assert report["grounding"][kind] == pytest.approx(g.by_type[kind]["hit_rate"], abs=1e-12)
+    text = evaluate.format_shapes_report(report)
+    assert "caption accuracy" in text and "uniform baseline" in text
+    assert evaluate.format_shapes_report({"scores": {}}) == ""
+
+
+def test_shapes_measures_respect_limit_and_can_be_skipped(tiny_run):
+    kw = dict(split="val", beam_size=1, max_len=4, metrics=("BLEU",), progress=False,
+              device="cpu")
+    rep = evaluate.evaluate_checkpoint(tiny_run.best_path, limit=2, **kw)
+    val = make_shapes_splits(n_train=1, n_val=4, n_test=1, image_size=32)["val"]
+    model, vocab, _ = evaluate.load_captioner(tiny_run.best_path, "cpu")
+    g = attention_grounding(model, val, vocab, mode="soft", limit=2)
+    # 5 references per image, 3 object words per object
+    assert g.n_words == 5 * sum(len(r.extra["objects"]) for r in val.records[:2]) * 3
+    assert rep["grounding"]["all"] == pytest.approx(g.hit_rate, abs=1e-12)
+    assert rep["grounding"]["uniform"] == pytest.approx(g.baseline, abs=1e-12)
+    every = attention_grounding(model, val, vocab, mode="soft")  # all 4 images: another baseline
+    assert every.baseline != pytest.approx(g.baseline, abs=1e-6)
+    acc = caption_accuracy([r["tokens"] for r in rep["images"]], val.records[:2], 32)
+    assert rep["caption_accuracy"] == acc.caption_accuracy and acc.n_images == 2
+    off = evaluate.evaluate_checkpoint(tiny_run.best_path, limit=2, shapes_measures=False, **kw)
+    assert not {"caption_accuracy", "word_accuracy", "grounding"} & set(off)
+
+
+def test_no_shapes_measures_for_other_datasets(tiny_run, tiny_data_root, tmp_path):
+    # the tiny checkpoint, relabelled as a Flickr8k model and evaluated on the conftest dataset
+    ckpt = torch.load(tiny_run.best_path, weights_only=True)
+    ckpt["config"] = dict(ckpt["config"], dataset="flickr8k", data_root=str(tiny_data_root))
+    path = atomic_torch_save(ckpt, tmp_path / "flickr.pt")
+    rep = evaluate.evaluate_checkpoint(path, beam_size=1, max_len=4, metrics=("BLEU",),
+                                       progress=False, device="cpu")
+    assert rep["dataset"] == "flickr8k" and rep["num_images"] == 1
+    assert not {"caption_accuracy", "word_accuracy", "grounding"} & set(rep)
+    assert "caption_right" not in rep["images"][0]
+    assert evaluate.format_shapes_report(rep) == ""
 
 
 def test_cli_errors_name_the_file(tmp_path, capsys):

@@ -61,6 +61,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "purple": (170, 70, 215),
 }
 SIZES: tuple[str, ...] = ("small", "big")
+# In which order a caption names the objects of an image (see ``salience_order``).
+NAMING_ORDERS: tuple[str, ...] = ("salience", "any")
 
 # Geometry of each shape in units of its half-extent ``s``: the shape's box reaches
 # (left, top, right, bottom) = s * _EXTENT[shape] from its center. The center is the shape's
@@ -110,6 +112,7 @@ class ShapesConfig:
     side_zone: float = 0.15
     n_captions: int = 5
     max_attempts: int = 200
+    naming_order: str = "salience"
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> ValueError:
@@ -148,6 +151,8 @@ class ShapesConfig:
                       f"in the image; lower big_extent[1] below {limit:.3f}")
         if self.margin < 0 or self.min_axis_ratio < 1:
             raise bad("margin must be >= 0 and min_axis_ratio >= 1")
+        if self.naming_order not in NAMING_ORDERS:
+            raise bad(f"naming_order must be one of {NAMING_ORDERS}, got {self.naming_order!r}")
         if self.n_captions < 1 or self.max_attempts < 1:
             raise bad("n_captions and max_attempts must be >= 1")
         lo, hi = self.background
@@ -390,6 +395,43 @@ def _render(
     return tokens, owners, rels
 
 
+def salience_order(objects: Sequence[ShapesObject]) -> tuple[int, ...]:
+    """The order in which captions name objects: big before small, then left to right, then top
+    to bottom (centers). People name the most salient thing first; for the book it matters that
+    the order is a function of the image, so the word after "a" is predictable from the pixels
+    and the attention of every object word can be checked (chapter 9)."""
+    return tuple(sorted(range(len(objects)), key=lambda i: (
+        objects[i].size != "big", objects[i].center[0], objects[i].center[1])))
+
+
+def _bindings(objects: Sequence[ShapesObject], rel: dict[tuple[int, int], str | None],
+              pos: Sequence[str | None], salience: bool) -> list[list[tuple]]:
+    """Per template that fits the layout, its distinct renderings. ``salience``: name the objects
+    in :func:`salience_order`, using only the templates that fit it; when none does (a 3-object
+    layout whose first two objects have no clear relation), each template takes the first binding
+    that fits in the lexicographic order of that ranking. Otherwise: every binding that fits."""
+    n = len(objects)
+    roles = "ABC"[:n]
+    ranked = salience_order(objects)
+    passes = ([ranked], list(itertools.permutations(ranked))) if salience else (
+        list(itertools.permutations(range(n))),)
+    for perms in passes:
+        by_template: list[list[tuple]] = []
+        for template in _TEMPLATES[n]:
+            options: list[tuple] = []
+            for perm in perms:
+                out = _render(template, dict(zip(roles, perm, strict=True)), objects, rel, pos)
+                if out is not None and out not in options:
+                    options.append(out)
+                    if salience:
+                        break
+            if options:
+                by_template.append(options)
+        if by_template:
+            return by_template
+    return []
+
+
 def _captions(
     objects: Sequence[ShapesObject], size: int, cfg: ShapesConfig, rng: np.random.Generator
 ) -> list[tuple[list[str], list[int], list[dict[str, Any]]]]:
@@ -403,16 +445,7 @@ def _captions(
         for i in range(n) for j in range(n) if i != j
     }
     pos = [position(c, size, cfg) for c in centers] if n == 1 else [None] * n
-    roles = "ABC"[:n]
-    by_template: list[list[tuple]] = []
-    for template in _TEMPLATES[n]:
-        options = []
-        for perm in itertools.permutations(range(n)):
-            out = _render(template, dict(zip(roles, perm, strict=True)), objects, rel, pos)
-            if out is not None and out not in options:
-                options.append(out)
-        if options:
-            by_template.append(options)
+    by_template = _bindings(objects, rel, pos, cfg.naming_order == "salience")
     if not by_template:  # cannot happen with valid layouts; guards against future template edits
         raise RuntimeError(f"no caption template fits this {n}-object layout")
     order = rng.permutation(len(by_template))
