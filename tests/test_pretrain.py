@@ -8,7 +8,7 @@ import torch
 
 from sat_core.config import ConfigError, preset
 from sat_core.data.records import ImageRecord
-from sat_core.data.shapes import ShapesObject, make_shapes_splits, shape_mask
+from sat_core.data.shapes import ShapesObject, make_shapes_splits
 from sat_core.encoder import SmallEncoder
 from sat_core.pretrain import (
     REGION_CLASSES,
