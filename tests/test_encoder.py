@@ -296,5 +296,5 @@ def test_small_default_trainable_and_freezable():
     assert not any(_grads(enc, 32).values()) and enc.trainable_parameters() == []
     enc = small(channels=8, fine_tune=1).train()
     got = {n for n, g in _grads(enc, 32).items() if g}
-    assert got == {"cnn.3.1.weight", "cnn.3.2.weight", "cnn.3.2.bias"}  # last conv + its BN
-    assert enc.cnn[3].training and not enc.cnn[2].training
+    assert got == {"cnn.4.1.weight", "cnn.4.2.weight", "cnn.4.2.bias"}  # last conv + its BN
+    assert enc.cnn[4].training and not enc.cnn[3].training

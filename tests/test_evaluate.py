@@ -159,7 +159,8 @@ def test_shapes_measures_respect_limit_and_can_be_skipped(tiny_run):
 def test_no_shapes_measures_for_other_datasets(tiny_run, tiny_data_root, tmp_path):
     # the tiny checkpoint, relabelled as a Flickr8k model and evaluated on the conftest dataset
     ckpt = torch.load(tiny_run.best_path, weights_only=True)
-    ckpt["config"] = dict(ckpt["config"], dataset="flickr8k", data_root=str(tiny_data_root))
+    ckpt["config"] = dict(ckpt["config"], dataset="flickr8k", data_root=str(tiny_data_root),
+                          encoder_weights="none")
     path = atomic_torch_save(ckpt, tmp_path / "flickr.pt")
     rep = evaluate.evaluate_checkpoint(path, beam_size=1, max_len=4, metrics=("BLEU",),
                                        progress=False, device="cpu")
