@@ -302,3 +302,44 @@ def test_restores_training_mode_and_rejects_bad_arguments():
         beam_search(dec, a, beam_size=0, max_len=3, start_id=START, end_id=END)
     with pytest.raises(ValueError, match=r"\(B, L, D\)"):
         greedy_decode(dec, a[0], max_len=3, start_id=START, end_id=END)
+
+
+# ------------------------------------------------------------------ one decode for every caller
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_decode_never_emits_pad_and_is_the_search_it_names(beam_size):
+    """``decode`` = greedy (k = 1) or beam search with <pad> suppressed; validation (train),
+    evaluate and caption all call it, so none of them can emit <pad> (the validation BLEU once
+    could: it decoded without suppress_ids)."""
+    from types import SimpleNamespace
+
+    from sat_core.decoding import decode
+
+    vocab = SimpleNamespace(pad_id=0, start_id=START, end_id=END)
+    dec = make_decoder(scale=3.0)
+    with torch.no_grad():
+        dec.L_o.bias[0] += 50.0  # <pad> is by far the likeliest word at every step
+    a = make_annotations(4)
+    hyps = decode(dec, a, vocab, beam_size=beam_size, max_len=4)
+    assert all(0 not in h.tokens for h in hyps)
+    # without the suppression the same search emits nothing but <pad>
+    plain = beam_search(dec, a, beam_size=beam_size, max_len=4, start_id=START, end_id=END)
+    assert all(h.tokens == [0, 0, 0, 0] for h in plain)
+    search = (greedy_decode(dec, a, max_len=4, start_id=START, end_id=END, suppress_ids=(0,))
+              if beam_size == 1 else
+              beam_search(dec, a, beam_size=beam_size, max_len=4, start_id=START, end_id=END,
+                          suppress_ids=(0,)))
+    for h, s in zip(hyps, search, strict=True):
+        assert_same_hyp(h, s)
+
+
+def test_validation_evaluate_and_caption_decode_alike():
+    """The three callers go through ``decode`` (one code path), never a search of their own."""
+    import sat_core.caption as caption
+    import sat_core.decoding as decoding
+    import sat_core.evaluate as evaluate
+    import sat_core.train as train
+
+    for module in (train, evaluate, caption):
+        assert module.decode is decoding.decode
+        source = open(module.__file__).read()
+        assert "beam_search(" not in source and "greedy_decode(" not in source
