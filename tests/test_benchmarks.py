@@ -53,3 +53,12 @@ def test_bench_decode_quick():
 def test_bench_shapes_quick():
     r = run_bench("bench_shapes.py", "--n", "20", "--image-size", "32")
     assert r["n_images"] == 20 and r["images_per_s"] > 0
+
+
+@pytest.mark.bench
+def test_bench_shapes_quality_quick():
+    r = run_bench("bench_shapes_quality.py", "--quick")
+    for kind in ("soft", "hard"):
+        assert 0 <= r[f"{kind}_caption_accuracy"] <= 1 and 0 <= r[f"{kind}_grounding"] <= 1
+        assert r[f"{kind}_train_s"] > 0
+        assert set(r[f"{kind}_grounding_by_type"]) == {"size", "colour", "shape"}
