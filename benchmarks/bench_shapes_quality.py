@@ -29,6 +29,9 @@ from sat_core.config import preset
 from sat_core.evaluate import evaluate_checkpoint
 from sat_core.train import train
 
+# --quick: a tiny world and one epoch (smoke tests; the figures mean nothing)
+QUICK: dict[str, Any] = dict(n_train=40, n_val=8, n_test=8, epochs=1, hidden_dim=32)
+
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:
     """``["alpha_c=1", "epochs=4"]`` -> typed overrides (types from the preset's fields)."""
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     overrides = parse_sets(args.set)
     if args.quick:
-        overrides = dict(dict(n_train=40, n_val=8, n_test=8, epochs=1, hidden_dim=32), **overrides)
+        overrides = dict(QUICK, **overrides)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; overrides {overrides}")
     with tempfile.TemporaryDirectory(prefix="sat-quality-") as tmp:
         root = Path(args.out_dir) if args.out_dir else Path(tmp)

@@ -82,7 +82,8 @@ def load_eval_split(cfg: TrainConfig, split: str = "test", data_root: str | None
         sizes = {f"n_{name}": (getattr(cfg, f"n_{name}") if name == split else 1)
                  for name in SPLITS}
         splits = load_splits("shapes", image_size=cfg.image_size,
-                             shapes=dict(sizes, seed=cfg.shapes_seed))
+                             shapes=dict(sizes, seed=cfg.shapes_seed,
+                                         naming_order=cfg.shapes_naming))
     else:
         splits = load_splits(cfg.dataset, data_root=data_root or cfg.data_root,
                              image_size=cfg.image_size, resize=cfg.resize or None)

@@ -15,6 +15,8 @@ per-token mean used here, their doubly stochastic weight alpha_c corresponds to
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -40,17 +42,38 @@ def _check(logits: Tensor, targets: Tensor, lengths: Tensor) -> None:
         )
 
 
-def sequence_log_likelihood(logits: Tensor, targets: Tensor, lengths: Tensor) -> Tensor:
-    """log p(y | a) = sum_{t < lengths[b]} log p(y_t | a, y_<t), per caption: (B,), float32.
-
-    With hard attention this is log p(y | s, a), the reward of Eq. (12).
-    """
+def token_log_likelihood(logits: Tensor, targets: Tensor, lengths: Tensor) -> Tensor:
+    """log p(y_t | a, y_<t) at every real step, 0 at padded steps: (B, T), float32."""
     _check(logits, targets, lengths)
     B, T, K = logits.shape
     flat = at_least_float32(logits).reshape(B * T, K)
     nll = F.cross_entropy(flat, targets.reshape(B * T), reduction="none")
     real = _real_steps(lengths, T, logits.device)
-    return -(nll.view(B, T) * real).sum(1)
+    return -(nll.view(B, T) * real)
+
+
+def sequence_log_likelihood(logits: Tensor, targets: Tensor, lengths: Tensor) -> Tensor:
+    """log p(y | a) = sum_{t < lengths[b]} log p(y_t | a, y_<t), per caption: (B,), float32.
+
+    With hard attention this is log p(y | s, a), the reward of Eq. (12).
+    """
+    return token_log_likelihood(logits, targets, lengths).sum(1)
+
+
+def reward_to_go(log_p_words: Tensor, lengths: Tensor, baseline: Tensor | float = 0.0) -> Tensor:
+    """The reward of location s_t when each draw is credited only with the words it can affect.
+
+    s_t is drawn at step t and changes y_t, y_t+1, ... but not the words before it, so
+    sum_{t' >= t} log p(y_t'|...) scores it with no bias and less variance than the whole
+    log p(y|s,a) of Eq. (12). The baseline is per word: b * (number of words from t on), with b
+    a moving average of the mean log p of one word. log_p_words (B, T) from
+    :func:`token_log_likelihood` -> (B, T), 0 at padded steps.
+    """
+    to_go = log_p_words.flip(1).cumsum(1).flip(1)
+    T = log_p_words.shape[1]
+    remaining = (lengths.to(log_p_words.device).unsqueeze(1)
+                 - torch.arange(T, device=log_p_words.device).unsqueeze(0)).clamp(min=0)
+    return to_go - baseline * remaining
 
 
 def masked_nll(logits: Tensor, targets: Tensor, lengths: Tensor) -> Tensor:
@@ -73,6 +96,20 @@ def doubly_stochastic_penalty(alpha: Tensor, lengths: Tensor, lam: float) -> Ten
     real = _real_steps(lengths, alpha.shape[1], alpha.device).unsqueeze(-1)
     total = (at_least_float32(alpha) * real).sum(1)  # (B, L) = sum_t alpha_ti
     return lam * ((1.0 - total) ** 2).sum(1).mean()
+
+
+def attention_entropy(alpha: Tensor, lengths: Tensor) -> Tensor:
+    """Mean entropy of the attention weights over the real steps, as a fraction of log L.
+
+    H(alpha_t) = -sum_i alpha_ti log alpha_ti is log L for uniform weights and 0 when all the
+    weight is on one location; the mean over every real step of the batch is divided by log L, so
+    1.0 means uniform attention. alpha (B, T, L) -> scalar (detached, float32).
+    """
+    alpha = at_least_float32(alpha.detach())
+    real = _real_steps(lengths, alpha.shape[1], alpha.device)
+    h = -(alpha * alpha.clamp_min(1e-12).log()).sum(-1)
+    n = real.sum().clamp(min=1)
+    return (h * real).sum() / n / math.log(max(alpha.shape[-1], 2))
 
 
 class MovingAverageBaseline:
@@ -115,6 +152,7 @@ def hard_attention_surrogate(
     *,
     lambda_r: float = 1.0,
     lambda_e: float = 0.0,
+    step_reward: Tensor | None = None,
 ) -> Tensor:
     """Surrogate loss whose gradient is minus the estimator of Eq. (12), divided by N tokens.
 
@@ -143,16 +181,27 @@ def hard_attention_surrogate(
         baseline: b, e.g. ``MovingAverageBaseline.value`` BEFORE this batch's update.
         lambda_r, lambda_e: the paper's lambda_r and lambda_e (the authors' code uses a per-word
             reward with lambda_r = 0.1).
+        step_reward: (B, T), optional: a reward per location s_t (e.g. :func:`reward_to_go`,
+            baseline already subtracted) that replaces ``log_p_y - baseline``; then
+            ``baseline`` is unused and ``log_p_s`` must be (B, T).
     """
-    if log_p_s.dim() == 2:
-        log_p_s = log_p_s.sum(1)
-    if log_p_y.shape != log_p_s.shape:
-        raise ValueError(
-            f"log_p_y and log_p_s must both be (B,), got {tuple(log_p_y.shape)} and "
-            f"{tuple(log_p_s.shape)}"
-        )
-    reward = (log_p_y - baseline).detach()
-    objective = log_p_y + lambda_r * reward * log_p_s
+    if step_reward is not None:
+        if step_reward.shape != log_p_s.shape or log_p_s.dim() != 2:
+            raise ValueError(
+                f"step_reward and log_p_s must both be (B, T), got {tuple(step_reward.shape)} "
+                f"and {tuple(log_p_s.shape)}"
+            )
+        score = (step_reward.detach() * log_p_s).sum(1)
+    else:
+        if log_p_s.dim() == 2:
+            log_p_s = log_p_s.sum(1)
+        if log_p_y.shape != log_p_s.shape:
+            raise ValueError(
+                f"log_p_y and log_p_s must both be (B,), got {tuple(log_p_y.shape)} and "
+                f"{tuple(log_p_s.shape)}"
+            )
+        score = (log_p_y - baseline).detach() * log_p_s
+    objective = log_p_y + lambda_r * score
     if lambda_e:
         if entropy is None:
             raise ValueError("hard_attention_surrogate: lambda_e != 0 needs the entropy")
@@ -170,6 +219,7 @@ def caption_loss(
     baseline: MovingAverageBaseline | None = None,
     lambda_r: float = 1.0,
     lambda_e: float = 0.0,
+    reward: str = "caption",
 ) -> dict[str, Tensor]:
     """The training loss of a teacher-forced batch, plus its parts for logging.
 
@@ -177,12 +227,17 @@ def caption_loss(
     Hard (Sec. 4.1, ``hard=True``, output from ``mode="hard-sample"``):
     ``hard_attention_surrogate + doubly_stochastic_penalty``, using b = ``baseline.value`` and
     then UPDATING ``baseline`` with this batch's log p(y|s,a) (pass None for validation).
+    ``reward="to-go"`` scores each s_t with :func:`reward_to_go` instead, and ``baseline`` then
+    averages the log p of one word.
 
     Returns a dict: ``loss`` (to backpropagate), and detached ``nll`` (per real token),
     ``doubly_stochastic``, ``log_p_y`` (B,) and, when hard, ``surrogate`` and ``baseline``.
     """
+    if reward not in ("caption", "to-go"):
+        raise ValueError(f"caption_loss: reward must be 'caption' or 'to-go', got {reward!r}")
     n_tokens = lengths.sum().clamp(min=1)
-    log_p_y = sequence_log_likelihood(output.logits, targets, lengths)
+    log_p_words = token_log_likelihood(output.logits, targets, lengths)
+    log_p_y = log_p_words.sum(1)
     nll = -log_p_y.sum() / n_tokens
     ds = doubly_stochastic_penalty(output.alpha, lengths, alpha_c)
     parts: dict[str, Tensor] = {}
@@ -192,15 +247,18 @@ def caption_loss(
                 "caption_loss(hard=True) needs log p(s|a): decode with mode='hard-sample'"
             )
         b = baseline.value.to(log_p_y.device) if baseline is not None else log_p_y.new_zeros(())
+        step_reward = (reward_to_go(log_p_words.detach(), lengths, b) if reward == "to-go"
+                       else None)
         surrogate = hard_attention_surrogate(
             log_p_y, output.log_p_s, output.entropy, n_tokens, b,
-            lambda_r=lambda_r, lambda_e=lambda_e,
+            lambda_r=lambda_r, lambda_e=lambda_e, step_reward=step_reward,
         )
         loss = surrogate + ds
         parts["surrogate"] = surrogate.detach()
         parts["baseline"] = b.detach()
-        if baseline is not None:
-            baseline.update(log_p_y)
+        if baseline is not None:  # per caption, or per word for "to-go"
+            baseline.update(log_p_y if reward == "caption"
+                            else (log_p_y.sum() / n_tokens).reshape(1))
     else:
         loss = nll + ds
     parts.update(loss=loss, nll=nll.detach(), doubly_stochastic=ds.detach(),

@@ -116,6 +116,7 @@ def pretrain_small_encoder(
     lr: float = 3e-3,
     min_overlap: float = 0.2,
     seed: int = 0,
+    context: int = 1,
     progress: bool = True,
 ) -> tuple[SmallEncoder, RegionHead]:
     """Train a :class:`~sat_core.encoder.SmallEncoder` on the region labels of ``split``.
@@ -130,7 +131,7 @@ def pretrain_small_encoder(
                          f"image_size={image_size}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        encoder = SmallEncoder(channels=channels, image_size=image_size)
+        encoder = SmallEncoder(channels=channels, image_size=image_size, context=context)
         y = torch.stack([region_labels(r, encoder.grid, min_overlap) for r in split.records])
         head = RegionHead(channels)
         params = [*encoder.cnn.parameters(), *head.parameters()]
@@ -159,23 +160,25 @@ def pretrain_small_encoder(
 
 
 def pretrained_weights_path(root: str | Path, *, channels: int, image_size: int, n_train: int,
-                            shapes_seed: int, seed: int) -> Path:
-    """Where the pretrained weights of this (world, width, seed) live under ``root``."""
-    key = json.dumps(dict(channels=channels, image_size=image_size, n_train=n_train,
-                          shapes_seed=shapes_seed, seed=seed, version=PRETRAIN_VERSION),
-                     sort_keys=True)
+                            shapes_seed: int, seed: int, context: int = 1) -> Path:
+    """Where the pretrained weights of this (world, encoder, seed) live under ``root``."""
+    spec = dict(channels=channels, image_size=image_size, n_train=n_train,
+                shapes_seed=shapes_seed, seed=seed, version=PRETRAIN_VERSION)
+    if context != 1:  # the default keeps the names caches had before it was a setting
+        spec["context"] = context
+    key = json.dumps(spec, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return Path(root) / "encoders" / f"small-shapes-regions-{image_size}px-{digest}.pt"
 
 
 def get_pretrained_weights(path: Path, split: Split, *, channels: int, image_size: int,
-                           seed: int, progress: bool = True) -> Path:
+                           seed: int, context: int = 1, progress: bool = True) -> Path:
     """``path`` if it holds weights already; otherwise pretrain on ``split`` and write it there
     atomically (a temporary file, then a rename), so an interrupted run never leaves half a file."""
     if path.is_file():
         return path
     encoder, _ = pretrain_small_encoder(split, channels=channels, image_size=image_size,
-                                        seed=seed, progress=progress)
+                                        seed=seed, context=context, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(encoder.state_dict(), tmp)

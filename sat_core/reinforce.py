@@ -21,6 +21,10 @@ and into the b that minimises their sum. E[u] = sum_s p(s|a) d log p(s|a)/dW = d
 = 0, which is why any b that does not depend on the draw leaves the estimator unbiased and only
 changes its variance.
 
+``reward="to-go"`` measures the Shapes recipe's estimator instead (:func:`~sat_core.losses.
+reward_to_go`): s_t is scored by the words from t on, less b per word, so it is linear in b too,
+with u = (lambda_r/N) sum_t (words left from t) d log p(s_t|a)/dW, and b is a per-word baseline.
+
 The decoder runs in eval mode (no dropout) and without the 0.5 mixing of Sec. 4.1, so the only
 randomness measured is the draw of s.
 """
@@ -34,7 +38,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from sat_core.losses import hard_attention_surrogate, sequence_log_likelihood
+from sat_core.losses import hard_attention_surrogate, reward_to_go, token_log_likelihood
 
 
 @dataclass
@@ -123,6 +127,7 @@ def sample_estimates(
     groups: Mapping[str, Sequence[nn.Parameter]] | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    reward: str = "caption",
 ) -> EstimatorSamples:
     """Draw s ~ p(s|a) ``n_samples`` times for one fixed batch; collect g(0) and u of Eq. (12).
 
@@ -135,7 +140,10 @@ def sample_estimates(
         lambda_r, lambda_e: the weights of Eq. (12) (:func:`hard_attention_surrogate`).
         groups: name -> parameters to measure (default :func:`parameter_groups` of ``decoder``).
         generator: makes the draws reproducible.
+        reward: ``"caption"`` (Eq. 12: b per caption) or ``"to-go"`` (b per word).
     """
+    if reward not in ("caption", "to-go"):
+        raise ValueError(f"sample_estimates: reward must be 'caption' or 'to-go', got {reward!r}")
     if n_samples < 2:
         raise ValueError(
             f"sample_estimates: n_samples must be >= 2 for a variance, got {n_samples}"
@@ -158,11 +166,20 @@ def sample_estimates(
         for k in tqdm(range(n_samples), desc="draws of s", unit="draw", disable=not progress,
                       leave=False):
             out = decoder(a, captions_in, lengths, mode="hard-sample", generator=generator)
-            log_p_y = sequence_log_likelihood(out.logits, targets, lengths)
-            rewards[k] = float(log_p_y.detach().double().mean())
+            words = token_log_likelihood(out.logits, targets, lengths)
+            log_p_y = words.sum(1)
+            if reward == "caption":
+                rewards[k] = float(log_p_y.detach().double().mean())
+                step, weight = None, torch.ones_like(out.log_p_s)
+            else:  # the reward a per-word baseline averages: the mean log p of one word
+                rewards[k] = float(log_p_y.detach().double().sum() / n_tokens)
+                step = reward_to_go(words.detach(), lengths)
+                steps = torch.arange(words.shape[1], device=words.device)
+                weight = (lengths.to(words.device).unsqueeze(1) - steps).clamp(min=0)
             loss0 = hard_attention_surrogate(log_p_y, out.log_p_s, out.entropy, n_tokens, 0.0,
-                                             lambda_r=lambda_r, lambda_e=lambda_e)
-            score = lambda_r * out.log_p_s.sum() / n_tokens
+                                             lambda_r=lambda_r, lambda_e=lambda_e,
+                                             step_reward=step)
+            score = lambda_r * (weight * out.log_p_s).sum() / n_tokens
             g0 = torch.autograd.grad(loss0, params, retain_graph=True, allow_unused=True)
             u = torch.autograd.grad(score, params, allow_unused=True)
             g = -_flat(g0, params)  # the ascent direction: minus the loss gradient

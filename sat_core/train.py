@@ -70,14 +70,14 @@ from sat_core.data.datasets import CaptionDataset, ImageDataset, build_vocabular
 from sat_core.data.records import Split
 from sat_core.decoding import decode
 from sat_core.device import pick_device, seed_everything
-from sat_core.losses import MovingAverageBaseline, caption_loss
+from sat_core.losses import MovingAverageBaseline, attention_entropy, caption_loss
 from sat_core.metrics import corpus_bleu
 from sat_core.model import Captioner, build_model, teacher_forcing
 from sat_core.text import Vocabulary
 
 LOG_FIELDS = (
-    "epoch", "step", "train_loss", "train_nll", "val_bleu1", "val_bleu2", "val_bleu3",
-    "val_bleu4", "lr", "epoch_time_s", "tokens_per_s",
+    "epoch", "step", "train_loss", "train_nll", "train_attention_entropy", "val_bleu1",
+    "val_bleu2", "val_bleu3", "val_bleu4", "lr", "epoch_time_s", "tokens_per_s",
 )
 
 
@@ -153,7 +153,7 @@ def load_data(cfg: TrainConfig) -> tuple[dict[str, Split], Vocabulary]:
     """The train/val/test splits of ``cfg.dataset`` and the vocabulary of the training captions."""
     if cfg.dataset == "shapes":
         shapes = dict(n_train=cfg.n_train, n_val=cfg.n_val, n_test=cfg.n_test,
-                      seed=cfg.shapes_seed)
+                      seed=cfg.shapes_seed, naming_order=cfg.shapes_naming)
         splits = load_splits("shapes", image_size=cfg.image_size, shapes=shapes)
     else:
         splits = load_splits(cfg.dataset, data_root=cfg.data_root, image_size=cfg.image_size,
@@ -178,11 +178,13 @@ def encoder_weights(cfg: TrainConfig, train_split: Split | None = None) -> str |
 
         path = pretrained_weights_path(features_root(cfg), channels=cfg.encoder_channels,
                                        image_size=cfg.image_size, n_train=cfg.n_train,
-                                       shapes_seed=cfg.shapes_seed, seed=cfg.seed)
+                                       shapes_seed=cfg.shapes_seed, seed=cfg.seed,
+                                       context=cfg.encoder_context)
         if not path.is_file() and train_split is None:
             train_split = load_data(cfg)[0]["train"]
         return str(get_pretrained_weights(path, train_split, channels=cfg.encoder_channels,
                                           image_size=cfg.image_size, seed=cfg.seed,
+                                          context=cfg.encoder_context,
                                           progress=cfg.progress))
     return cfg.encoder_weights
 
@@ -194,6 +196,7 @@ def build_captioner(cfg: TrainConfig, vocab: Vocabulary,
                                image_size=cfg.image_size, progress=cfg.progress)
     if cfg.encoder == "small":
         enc["channels"] = cfg.encoder_channels
+        enc["context"] = cfg.encoder_context
     dec = dict(embed_dim=cfg.embed_dim, hidden_dim=cfg.hidden_dim, attn_dim=cfg.attn_dim,
                dropout=cfg.dropout, gate=cfg.gate, attention=cfg.attention)
     return build_model(cfg.encoder, len(vocab), encoder_kwargs=enc, decoder_kwargs=dec)
@@ -212,7 +215,8 @@ def feature_cache_key(cfg: TrainConfig, encoder: nn.Module) -> str:
     data = dict(dataset=cfg.dataset, image_size=cfg.image_size, resize=cfg.resize,
                 data_root=str(Path(cfg.data_root).resolve()) if cfg.dataset != "shapes" else "")
     if cfg.dataset == "shapes":
-        data.update(n_train=cfg.n_train, n_val=cfg.n_val, n_test=cfg.n_test, seed=cfg.shapes_seed)
+        data.update(n_train=cfg.n_train, n_val=cfg.n_val, n_test=cfg.n_test, seed=cfg.shapes_seed,
+                    naming=cfg.shapes_naming)
     h.update(json.dumps(data, sort_keys=True).encode())
     for name, t in sorted(encoder.state_dict().items()):
         h.update(name.encode())
@@ -457,7 +461,7 @@ class _State:
                                                           "step": None, "bad_epochs": 0})
     history: list[dict[str, Any]] = field(default_factory=list)
     epoch_stats: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
-        ("loss", "nll", "tokens", "batches", "time"), 0.0))
+        ("loss", "nll", "tokens", "batches", "time", "entropy"), 0.0))
 
 
 def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
@@ -623,6 +627,7 @@ def _train(cfg: TrainConfig, run: Dist, resume: str | Path | None,
             st = state.epoch_stats
             st["loss"] += float(parts["loss"].detach()) * tokens
             st["nll"] += float(parts["nll"]) * tokens
+            st["entropy"] = st.get("entropy", 0.0) + float(parts["attention_entropy"]) * tokens
             st["tokens"] += tokens
             st["batches"] += 1
             tok_window += tokens
@@ -708,7 +713,8 @@ def _train_step(cfg: TrainConfig, batch: CaptionBatch, forward: nn.Module,
     lam = cfg.alpha_c * len(batch) / float(steps.sum().clamp(min=1))
     parts = caption_loss(out, targets, steps, alpha_c=lam, hard=hard,
                          baseline=baseline if hard else None, lambda_r=cfg.lambda_r,
-                         lambda_e=cfg.lambda_e)
+                         lambda_e=cfg.lambda_e, reward=cfg.hard_reward)
+    parts["attention_entropy"] = attention_entropy(out.alpha, steps)
     loss = parts["loss"]
     if run.any(not bool(torch.isfinite(loss.detach()))):
         where = (f"the last good checkpoint {last_path} is kept" if last_path.exists()
@@ -755,8 +761,10 @@ def _end_of_epoch(cfg: TrainConfig, state: _State, model: Captioner, splits: dic
     tokens = max(st["tokens"], 1.0)
     row = {
         "epoch": epoch + 1, "step": state.step, "train_loss": st["loss"] / tokens,
-        "train_nll": st["nll"] / tokens, "val_bleu1": bleu[0], "val_bleu2": bleu[1],
-        "val_bleu3": bleu[2], "val_bleu4": bleu[3], "lr": sched.optimizer.param_groups[0]["lr"],
+        "train_nll": st["nll"] / tokens,
+        "train_attention_entropy": st.get("entropy", 0.0) / tokens,
+        "val_bleu1": bleu[0], "val_bleu2": bleu[1], "val_bleu3": bleu[2], "val_bleu4": bleu[3],
+        "lr": sched.optimizer.param_groups[0]["lr"],
         "epoch_time_s": st["time"],
         "tokens_per_s": st["tokens"] * run.world / max(st["time"], 1e-9),
     }

@@ -62,3 +62,17 @@ def test_bench_shapes_quality_quick():
         assert 0 <= r[f"{kind}_caption_accuracy"] <= 1 and 0 <= r[f"{kind}_grounding"] <= 1
         assert r[f"{kind}_train_s"] > 0
         assert set(r[f"{kind}_grounding_by_type"]) == {"size", "colour", "shape"}
+
+
+@pytest.mark.bench
+def test_bench_shapes_ablation_quick(tmp_path):
+    out = tmp_path / "ablation.json"
+    variants = ["soft: the recipe", "soft: 17 px receptive field", "hard: caption reward (Eq. 12)"]
+    r = run_bench("bench_shapes_ablation.py", "--quick", "--only", *variants, "--out", str(out))
+    assert list(r) == variants
+    for v in variants:
+        assert 0 <= r[v]["caption_accuracy"] <= 1 and 0 <= r[v]["grounding"] <= 1
+    saved = json.loads(out.read_text())
+    assert saved["quick"] is True and list(saved["variants"]) == variants
+    assert saved["variants"]["soft: 17 px receptive field"]["overrides"] == {"encoder_context": 0}
+    assert saved["variants"]["hard: caption reward (Eq. 12)"]["preset"] == "shapes-hard"

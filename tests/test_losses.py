@@ -10,11 +10,14 @@ import torch
 from sat_core.decoder import DecoderOutput
 from sat_core.losses import (
     MovingAverageBaseline,
+    attention_entropy,
     caption_loss,
     doubly_stochastic_penalty,
     hard_attention_surrogate,
     masked_nll,
+    reward_to_go,
     sequence_log_likelihood,
+    token_log_likelihood,
 )
 
 
@@ -130,3 +133,46 @@ def test_caption_loss_hard_uses_then_updates_the_baseline():
     torch.testing.assert_close(p0["surrogate"], p0["nll"])
     with pytest.raises(ValueError, match="hard-sample"):
         caption_loss(out._replace(log_p_s=None), targets, lengths, hard=True)
+
+
+def test_reward_to_go_by_hand():
+    words = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -4.0, 0.0]], dtype=torch.float64)
+    lengths = torch.tensor([3, 2])
+    expected = torch.tensor([[-6.0, -5.0, -3.0], [-4.5, -4.0, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(reward_to_go(words, lengths), expected)
+    # baseline b per word: b * (words left from t on) is subtracted, 0 at padded steps
+    remaining = torch.tensor([[3, 2, 1], [2, 1, 0]], dtype=torch.float64)
+    torch.testing.assert_close(reward_to_go(words, lengths, -1.5), expected + 1.5 * remaining)
+
+
+def test_caption_loss_to_go_scores_each_step_and_keeps_a_per_word_baseline():
+    out, targets, lengths = _fake_output()
+    base = MovingAverageBaseline(value=-1.0)
+    parts = caption_loss(out, targets, lengths, hard=True, baseline=base, lambda_r=0.5,
+                         reward="to-go")
+    words = token_log_likelihood(out.logits, targets, lengths).detach()
+    n = lengths.sum()
+    step = reward_to_go(words, lengths, -1.0)
+    expected = -(words.sum(1) + 0.5 * (step * out.log_p_s.detach()).sum(1)).sum() / n
+    torch.testing.assert_close(parts["surrogate"], expected)
+    assert float(base.value) == pytest.approx(0.9 * -1.0 + 0.1 * float(words.sum() / n))
+    # not the caption reward: the same batch scored by Eq. 12 gives another surrogate
+    other = caption_loss(out, targets, lengths, hard=True, baseline=MovingAverageBaseline(value=-1.0),
+                         lambda_r=0.5)
+    assert abs(float(other["surrogate"] - parts["surrogate"])) > 1e-6
+    with pytest.raises(ValueError, match="to-go"):
+        caption_loss(out, targets, lengths, hard=True, reward="sentence")
+
+
+def test_attention_entropy_by_hand():
+    L = 4
+    uniform = torch.full((1, 2, L), 1 / L)
+    one_hot = torch.zeros(1, 2, L)
+    one_hot[..., 1] = 1.0
+    half = torch.tensor([[[0.5, 0.5, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]]])
+    n = torch.tensor([2])
+    assert float(attention_entropy(uniform, n)) == pytest.approx(1.0)
+    assert float(attention_entropy(one_hot, n)) == pytest.approx(0.0, abs=1e-6)
+    # (log 2 + log 4) / 2 / log 4 = 0.75; the padded step is left out: log 2 / log 4 = 0.5
+    assert float(attention_entropy(half, n)) == pytest.approx(0.75)
+    assert float(attention_entropy(half, torch.tensor([1]))) == pytest.approx(0.5)

@@ -121,3 +121,33 @@ def test_shapes_regions_needs_the_small_encoder_on_shapes():
         preset("shapes-soft", encoder="vgg19")
     with pytest.raises(ConfigError, match="shapes-regions"):
         preset("flickr8k-soft", encoder_weights="shapes-regions")
+
+
+def test_encoder_context_and_naming_order_reach_the_model_and_the_data(tmp_path):
+    """The two Shapes knobs of the ablation are real settings: they change what is built."""
+    from sat_core.encoder import receptive_field
+    from sat_core.train import build_captioner, encoder_weights, load_data
+
+    small = dict(n_train=24, n_val=4, n_test=4, encoder_weights="none",
+                 features_dir=str(tmp_path), out_dir=str(tmp_path / "run"))
+    splits, vocab = load_data(preset("shapes-soft", **small))
+    for context, rf in ((0, 17), (1, 33), (2, 49)):
+        cfg = preset("shapes-soft", **small, encoder_context=context)
+        model = build_captioner(cfg, vocab)
+        assert len(model.encoder.cnn) == 4 + context
+        assert receptive_field(model.encoder) == rf
+    with pytest.raises(ConfigError, match="encoder_context"):
+        preset("shapes-soft", encoder_context=-1)
+    # pretrained weights are cached per architecture: another context, another file
+    paths = {pretrained_weights_path(tmp_path, channels=8, image_size=64, n_train=24,
+                                     shapes_seed=0, seed=0, context=c) for c in (0, 1, 2)}
+    assert len(paths) == 3
+    assert encoder_weights(preset("shapes-soft", **small)) is None
+    # naming order: the same pixels, other captions
+    other, _ = load_data(preset("shapes-soft", **small, shapes_naming="any"))
+    for a, b in zip(other["train"].records[:4], splits["train"].records[:4], strict=True):
+        assert torch.equal(other["train"].load_image(a), splits["train"].load_image(b))
+    assert ([r.captions for r in other["train"].records]
+            != [r.captions for r in splits["train"].records])
+    with pytest.raises(ConfigError, match="shapes_naming"):
+        preset("shapes-soft", shapes_naming="random")

@@ -14,7 +14,12 @@ import pytest
 import torch
 
 from sat_core.decoder import AttentionDecoder, DecoderConfig
-from sat_core.losses import hard_attention_surrogate, sequence_log_likelihood
+from sat_core.losses import (
+    hard_attention_surrogate,
+    reward_to_go,
+    sequence_log_likelihood,
+    token_log_likelihood,
+)
 from sat_core.reinforce import parameter_groups, sample_estimates
 
 
@@ -166,3 +171,85 @@ def test_bad_arguments():
     with pytest.raises(KeyError, match="unknown parameter group 'nope'.*attention"):
         stats.variance(0.0, "nope")
     assert dec.training  # the train/eval mode is restored
+
+
+def test_reward_to_go_is_unbiased_exactly_for_any_per_word_baseline():
+    """Crediting s_t only with the words from t on keeps E_s[g] = dL_s/dW (Eq. 10) exactly."""
+    dec = tiny_decoder(seed=4)
+    g = torch.Generator().manual_seed(6)
+    L, T = 3, 3
+    a = 2 * torch.randn(1, L, 3, generator=g, dtype=torch.float64)
+    y_in, y_out = torch.tensor([[1, 2, 3]]), torch.tensor([[2, 3, 4]])
+    lengths = torch.tensor([T])
+    S = torch.tensor(list(itertools.product(range(L), repeat=T)))
+    rep = lambda x: x.expand(len(S), *x.shape[1:])  # noqa: E731
+    dec.zero_grad()
+    out = dec(rep(a), rep(y_in), rep(lengths), mode="hard-forced", s=S)
+    log_p_y = sequence_log_likelihood(out.logits, rep(y_out), rep(lengths))
+    p_s = out.log_p_s.sum(1).exp()
+    (p_s * log_p_y).sum().backward()
+    exact = torch.cat([p.grad.reshape(-1) for p in dec.parameters()]) / T
+    p_s = p_s.detach()
+
+    def per_sequence(b, to_go):
+        rows = []
+        for k in range(len(S)):
+            dec.zero_grad()
+            o = dec(a, y_in, lengths, mode="hard-forced", s=S[k : k + 1])
+            words = token_log_likelihood(o.logits, y_out, lengths)
+            step = reward_to_go(words.detach(), lengths, b) if to_go else None
+            hard_attention_surrogate(words.sum(1), o.log_p_s, None, lengths.sum(), b,
+                                     step_reward=step).backward()
+            rows.append(torch.cat([-p.grad.reshape(-1) for p in dec.parameters()]))
+        return torch.stack(rows)
+
+    assert float(exact.abs().max()) > 1e-3
+    for b in (0.0, -1.5):
+        g_to_go = per_sequence(b, to_go=True)
+        torch.testing.assert_close(p_s @ g_to_go, exact, rtol=1e-8, atol=1e-12)
+    # it is a different estimator (not Eq. 12 renamed): the per-sequence gradients differ
+    assert float((per_sequence(0.0, True) - per_sequence(0.0, False)).abs().max()) > 1e-4
+
+
+def per_draw_to_go_gradients(dec, a, captions_in, targets, lengths, n, b, seed):
+    """Reference for reward="to-go": -d surrogate/dW per draw, the step rewards built by hand."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(n):
+        dec.zero_grad()
+        out = dec(a, captions_in, lengths, mode="hard-sample", generator=gen)
+        words = token_log_likelihood(out.logits, targets, lengths)
+        T = words.shape[1]
+        step = torch.zeros_like(words)
+        for i in range(len(lengths)):
+            for t in range(int(lengths[i])):  # the words from t on, less b for each of them
+                step[i, t] = words[i, t:lengths[i]].sum() - b * (int(lengths[i]) - t)
+        assert T == captions_in.shape[1]
+        loss = hard_attention_surrogate(words.sum(1), out.log_p_s, None, lengths.sum(), 0.0,
+                                        lambda_r=0.7, step_reward=step.detach())
+        loss.backward()
+        rows.append(torch.cat([-(p.grad if p.grad is not None else torch.zeros_like(p))
+                               .reshape(-1) for p in dec.parameters()]))
+    return torch.stack(rows)
+
+
+def test_to_go_statistics_match_draw_by_draw_gradients_for_any_per_word_baseline():
+    dec = tiny_decoder()
+    a, y_in, y_out, lengths = batch()
+    n, seed = 10, 4
+    stats = sample_estimates(dec, a, y_in, y_out, lengths, n_samples=n, lambda_r=0.7,
+                             groups={"all": list(dec.parameters())}, reward="to-go",
+                             generator=torch.Generator().manual_seed(seed))
+    for b in (0.0, -1.2):
+        ref = per_draw_to_go_gradients(dec, a, y_in, y_out, lengths, n, b, seed)
+        torch.testing.assert_close(stats.mean(b), ref.mean(0), rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(stats.coordinate_variance(b), ref.var(0), rtol=1e-7,
+                                   atol=1e-12)
+    # the rewards it reports are per word (what the per-word moving average tracks)
+    caption = sample_estimates(dec, a, y_in, y_out, lengths, n_samples=n, lambda_r=0.7,
+                               groups={"all": list(dec.parameters())},
+                               generator=torch.Generator().manual_seed(seed))
+    per_word = caption.rewards * len(lengths) / lengths.sum()
+    torch.testing.assert_close(stats.rewards, per_word.double())
+    with pytest.raises(ValueError, match="to-go"):
+        sample_estimates(dec, a, y_in, y_out, lengths, n_samples=2, reward="words")

@@ -131,6 +131,8 @@ def test_logs_best_checkpoint_and_test_scores(tmp_path, monkeypatch):
     log = json.loads((out / "log.json").read_text())
     assert log["config"] == cfg.to_dict() and len(log["history"]) == 4
     assert [h["step"] for h in log["history"]] == [result.history[0]["step"] * e for e in (1, 2, 3, 4)]
+    # the mean attention entropy of each epoch, a fraction of log L (1 = uniform attention)
+    assert all(0.0 < h["train_attention_entropy"] <= 1.0 + 1e-6 for h in log["history"])
 
     best = load_checkpoint(out / "best.pt", config=cfg)
     assert best["epoch"] == 2 and best["step"] == result.history[1]["step"]
