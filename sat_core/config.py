@@ -239,7 +239,7 @@ _SHAPES = dict(
     encoder_weights="shapes-regions", encoder_channels=64, fine_tune=False, feature_cache="auto",
     embed_dim=64, hidden_dim=256, attn_dim=64, dropout=0.1, batch_size=32, optimizer="adam",
     lr=3e-3, lr_schedule="cosine", epochs=10, patience=0, alpha_c=0.0, val_beam_size=1,
-    val_max_len=24, test_beam_size=3, checkpoint_every=0, num_threads=1,
+    val_max_len=24, test_beam_size=3, checkpoint_every=0, num_threads=2,
 )
 
 # The doubly stochastic penalty (Eq. 14) belongs to deterministic soft attention (Sec. 4.2.1).
