@@ -69,7 +69,8 @@ def _table(lines: list[str]) -> str:
     thead = "<tr>" + "".join(cell("th", c, k) for k, c in enumerate(head)) + "</tr>"
     tbody = "".join("<tr>" + "".join(cell("td", c, k) for k, c in enumerate(r)) + "</tr>"
                     for r in rows)
-    return (f'<table class="table sat-table"><thead>{thead}</thead>'
+    # mathjax_process: the book's pages let MathJax typeset only elements of chosen classes
+    return (f'<table class="table sat-table mathjax_process"><thead>{thead}</thead>'
             f"<tbody>{tbody}</tbody></table>")
 
 
@@ -82,7 +83,8 @@ def markdown_to_html(text: str) -> str:
         if all(line.lstrip().startswith("|") for line in lines):
             parts.append(_table(lines))
         else:
-            parts.append(f"<p>{_inline(' '.join(line.strip() for line in lines))}</p>")
+            text = " ".join(line.strip() for line in lines)
+            parts.append(f'<p class="mathjax_process">{_inline(text)}</p>')
     return "\n".join(parts)
 
 

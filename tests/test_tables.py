@@ -10,7 +10,7 @@ from sat_core.tables import markdown_to_html, show_table
 def test_a_pipe_table_by_hand():
     text = "| model | BLEU-4 |\n| --- | ---: |\n| `soft` | 0.909 |\n| hard | **0.891** |"
     assert markdown_to_html(text) == (
-        '<table class="table sat-table"><thead><tr><th>model</th>'
+        '<table class="table sat-table mathjax_process"><thead><tr><th>model</th>'
         '<th style="text-align: right">BLEU-4</th></tr></thead><tbody>'
         '<tr><td><code>soft</code></td><td style="text-align: right">0.909</td></tr>'
         '<tr><td>hard</td><td style="text-align: right"><strong>0.891</strong></td></tr>'
@@ -26,8 +26,10 @@ def test_math_is_left_to_mathjax_and_html_is_escaped():
 
 def test_a_paragraph_before_the_table():
     out = markdown_to_html("Estimates on **cpu**:\n\n| a | b |\n| --- | --- |\n| 1 | 2 |")
-    assert out.startswith("<p>Estimates on <strong>cpu</strong>:</p>\n<table")
-    assert markdown_to_html("one line\nand another") == "<p>one line and another</p>"
+    assert out.startswith('<p class="mathjax_process">Estimates on <strong>cpu</strong>:</p>\n'
+                          "<table")
+    assert markdown_to_html("one line\nand another") == (
+        '<p class="mathjax_process">one line and another</p>')
 
 
 def test_malformed_tables_say_what_is_wrong():

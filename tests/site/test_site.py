@@ -127,6 +127,17 @@ RAW_TEX = re.compile(r"\\[A-Za-z]{2,}|\$\$|\\\(|\\\[|\$[^$\s][^$]*\\[A-Za-z]+[^$
 KNOWN_JS_ERRORS = ("Identifier 'THEBE_JS_URL' has already been declared",)
 ERROR_OUTPUTS = ".output.traceback, .output.stderr, .output.error"
 
+RAW_PIPE_TABLE = re.compile(r"\|\s*:?-{3,}:?\s*\|")  # a "| --- |" rule row, as text
+RAW_TABLE_TEX = re.compile(r"\\\(|\\[A-Za-z]{2,}|\$[^$\s]")
+# Text of every cell output, and of the tables in them (MathJax's assistive copies removed).
+OUTPUT_TEXTS_JS = """() => {
+  const text = e => { const c = e.cloneNode(true);
+    c.querySelectorAll('mjx-container, mjx-assistive-mml, script, style').forEach(x => x.remove());
+    return c.innerText; };
+  return {all: [...document.querySelectorAll('.cell_output')].map(text),
+          tables: [...document.querySelectorAll('.cell_output table')].map(text)};
+}"""
+
 # Visible prose text only: code, outputs and MathJax's own markup removed.
 PROSE_TEXT_JS = """() => {
   const root = (document.querySelector('main') || document.body).cloneNode(true);
@@ -255,6 +266,16 @@ def test_page(entry, page, site_url):
             page.locator(".dropdown-launch-buttons button").first.click()
             if not links.first.is_visible():
                 problems.append("the launch (rocket) menu does not show the Colab entry")
+
+    # 6. result tables are tables: no raw pipe-table text in any output, no raw TeX inside them
+    outputs = page.evaluate(OUTPUT_TEXTS_JS)
+    raw_tables = [t[:120] for t in outputs["all"] if RAW_PIPE_TABLE.search(t)]
+    if raw_tables:
+        problems.append(f"{len(raw_tables)} output(s) show a Markdown table as raw text, the "
+                        f"first: {raw_tables[0]!r}")
+    raw_in_tables = [t[:120] for t in outputs["tables"] if RAW_TABLE_TEX.search(t)]
+    if raw_in_tables:
+        problems.append(f"raw TeX in {len(raw_in_tables)} output table(s): {raw_in_tables[0]!r}")
 
     js_errors = [e for e in page.page_errors if not any(k in e for k in KNOWN_JS_ERRORS)]
     if js_errors:
