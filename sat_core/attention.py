@@ -15,6 +15,10 @@ context ``z_hat`` (B, D); gate ``beta`` (B,); attention locations ``s`` (B,) lon
 
 Softmaxes and logs are computed in float32 even under ``torch.autocast``: a bfloat16 softmax over
 196 locations loses most of its mass to rounding, and log(alpha) of an underflowed alpha is -inf.
+
+This module is the maths. Its one speed seam is in :meth:`SoftAttention.scores`, which hands
+Eq. (4) to :func:`sat_core.fast.attention_scores` on the CPU: the same e, computed in fewer passes
+over memory (``sat_core/fast.py`` says how, and what it measured).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+
+from sat_core import fast
 
 
 def at_least_float32(x: Tensor) -> Tensor:
@@ -52,7 +58,10 @@ class SoftAttention(nn.Module):
         self.w_att = nn.Linear(attn_dim, 1)  # w_att^T (.) + c
 
     def project(self, a: Tensor) -> Tensor:
-        """W_a a_i + b for every location: (B, L, D) -> a_proj (B, L, attn_dim). Once per image."""
+        """Eq. (4)'s W_a a_i + b for every location: (B, L, D) -> a_proj (B, L, attn_dim).
+
+        It does not depend on t: compute it once per image.
+        """
         return self.W_a(a)
 
     def scores(
@@ -60,19 +69,18 @@ class SoftAttention(nn.Module):
     ) -> Tensor:
         """Eq. (4): e_ti = w_att^T tanh(a_proj_i + U_a h_{t-1}) + c, shape (B, L).
 
-        ``U_a`` replaces the layer ``self.U_a`` by one computing the same product (the decoder's
-        teacher forcing passes one whose weight gradient is deferred to the end of the sequence).
+        ``U_a`` replaces the layer ``self.U_a`` by a map computing the same product (teacher
+        forcing passes the one :func:`sat_core.fast.stepwise` returns). The speed seam: where
+        :func:`sat_core.fast.applies` (on the CPU), :func:`sat_core.fast.attention_scores`
+        computes the same e in fewer passes over memory.
         """
         u = (self.U_a if U_a is None else U_a)(h).unsqueeze(1)
-        if _cpu_plain_float(a_proj, u):  # the same e, computed in fewer passes over memory
-            if not torch.is_grad_enabled():
-                return _chunked_scores(a_proj, u, self.w_att)
-            return _CpuScores.apply(a_proj, u, self.w_att.weight, self.w_att.bias)
-        hidden = torch.tanh(a_proj + u)
-        return self.w_att(hidden).squeeze(-1)
+        if fast.applies(a_proj, u):
+            return fast.attention_scores(a_proj, u, self.w_att)
+        return self.w_att(torch.tanh(a_proj + u)).squeeze(-1)
 
     def forward(self, a: Tensor, h: Tensor, a_proj: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Soft attention in one call: returns (sum_i alpha_i a_i (B, D), alpha (B, L)).
+        """Eq. (4), (5) and (13) in one call: returns (sum_i alpha_i a_i (B, D), alpha (B, L)).
 
         Pass ``a_proj = project(a)`` when calling this at every step of a sequence.
         """
@@ -80,117 +88,6 @@ class SoftAttention(nn.Module):
             a_proj = self.project(a)
         alpha = attention_weights(self.scores(a_proj, h))
         return expected_context(alpha, a), alpha
-
-
-def _cpu_plain_float(a_proj: Tensor, u: Tensor) -> bool:
-    """On the CPU, without autocast, in float32/float64: where the fast forms below apply."""
-    return (a_proj.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
-            and a_proj.dtype == u.dtype and a_proj.dtype in (torch.float32, torch.float64))
-
-
-class _CpuScores(torch.autograd.Function):
-    """Eq. (4) for training on the CPU: e = w^T tanh(a_proj + u) + c with a hand-written backward.
-
-    The (B, L, attn) block of pre-activations is the decoder's largest tensor, and on the CPU
-    each pass over it costs more than its arithmetic (32 x 196 x 512 floats are 12.8 MB, and
-    there is one such block per step). Two identities cut the passes over it from eleven per
-    step (``torch.tanh`` and ``nn.Linear`` under autograd) to eight:
-
-    * tanh(x) = 2 s - 1 with s = sigmoid(2x), so e = 2 w^T s - sum(w) + c: the forward is one
-      add, one in-place sigmoid and one product with w (PyTorch's CPU sigmoid is 3-5x faster
-      than its tanh: 2.0 vs 7.1 ms on one such block, measured here with 2 threads).
-    * d tanh(x)/dx = 1 - tanh(x)^2 = 4 s (1 - s), so the backward needs only the saved s:
-      dL/dx = 4 w * g_e s (1 - s) (one fused ``sigmoid_backward`` and one scaling), dL/du is its
-      sum over locations, dL/dw = 2 s^T g_e - sum(g_e) and dL/dc = sum(g_e), without ever
-      materialising the outer product g_e w^T that ``nn.Linear``'s backward would build.
-
-    The two products with the block (s w and s^T g_e) are batched matmuls, not matrix-vector
-    products: see :func:`_dot_rows`.
-
-    Args (forward): a_proj (B, L, A), u (B, 1, A) or broadcastable, weight (1, A), bias (1,).
-    """
-
-    @staticmethod
-    def forward(ctx, a_proj: Tensor, u: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-        s = torch.add(u * 2, a_proj, alpha=2).sigmoid_()  # sigmoid(2 (a_proj + u))
-        A = s.shape[-1]
-        w = weight.reshape(A)
-        e = _dot_rows(s, w)
-        ctx.save_for_backward(s, weight)
-        ctx.shapes = a_proj.shape, u.shape
-        return e.mul_(2).add_(bias - w.sum())
-
-    @staticmethod
-    def backward(ctx, g: Tensor) -> tuple[Tensor | None, ...]:
-        s, weight = ctx.saved_tensors
-        A = s.shape[-1]
-        w = weight.reshape(A)
-        g_flat = g.reshape(-1)
-        g_a_proj = g_u = g_w = g_c = None
-        if ctx.needs_input_grad[2]:
-            g_w = _weighted_rows(s, g).mul_(2).sub_(g_flat.sum()).view_as(weight)
-        if ctx.needs_input_grad[3]:
-            g_c = g_flat.sum().reshape(1)
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            # g s (1 - s) in one pass, then times 4 w: dL/d(a_proj + u)
-            d = torch.ops.aten.sigmoid_backward(g.unsqueeze(-1).expand_as(s), s).mul_(w * 4)
-            if ctx.needs_input_grad[1]:
-                g_u = _sum_to(d, ctx.shapes[1])
-            if ctx.needs_input_grad[0]:
-                g_a_proj = _sum_to(d, ctx.shapes[0])
-        return g_a_proj, g_u, g_w, g_c
-
-
-def _dot_rows(s: Tensor, w: Tensor, out: Tensor | None = None) -> Tensor:
-    """s w: (B, L, A), (A,) -> (B, L), as B products (1 x A)(A x L).
-
-    ``torch.mv`` computes the same sums, but MKL's matrix-vector kernel is slow with two threads:
-    1.2-1.5 ms on a 32 x 196 x 512 block against 0.3-0.6 ms for this batched matmul (measured
-    here; it is 0.4 ms with one thread).
-    """
-    B, L, A = s.shape
-    e = torch.bmm(w.view(1, 1, A).expand(B, 1, A), s.transpose(1, 2),
-                  out=None if out is None else out.view(B, 1, L))
-    return e.view(B, L)
-
-
-def _weighted_rows(s: Tensor, g: Tensor) -> Tensor:
-    """sum_{b,l} g_bl s_bl: (B, L, A), (B, L) -> (A,), as B products (1 x L)(L x A) and a sum
-    over B (0.2-0.3 ms instead of 0.8-1.3 ms for ``torch.mv`` of s^T, see :func:`_dot_rows`)."""
-    B, L, A = s.shape
-    return torch.bmm(g.reshape(B, 1, L), s).sum(0).view(A)
-
-
-def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
-    """Undo broadcasting: sum grad over the dims where ``shape`` has size 1."""
-    dims = [i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1]
-    return grad.sum(dims, keepdim=True) if dims else grad
-
-
-CHUNK_BYTES = 8 * 2**20  # the largest pre-activation block _chunked_scores allocates
-
-
-def _chunked_scores(a_proj: Tensor, u: Tensor, w_att: nn.Linear) -> Tensor:
-    """Eq. (4) for decoding on the CPU (no autograd): the same e, a few times faster on beam
-    search's batches.
-
-    Two changes, no approximation:
-
-    * w^T tanh(x) + c = 2 w^T sigmoid(2x) - sum(w) + c, as in :class:`_CpuScores`.
-    * The rows go in chunks of at most :data:`CHUNK_BYTES`. A 160 x 196 x 512 block (32 images x
-      5 beams) is 64 MB: glibc serves an allocation that large with a fresh mmap every step, and
-      touching its pages for the first time costs more than the arithmetic (measured here: 40 ms
-      for one such add, 8 ms into a reused buffer). Blocks of a few MB are recycled by malloc.
-    """
-    B, L, A = a_proj.shape
-    rows = max(1, CHUNK_BYTES // max(1, L * A * a_proj.element_size()))
-    w = w_att.weight.reshape(A)
-    e = torch.empty(B, L, dtype=a_proj.dtype, device=a_proj.device)
-    u2 = (u * 2).expand(B, *u.shape[1:])
-    for i in range(0, B, rows):
-        x = torch.add(u2[i:i + rows], a_proj[i:i + rows], alpha=2).sigmoid_()
-        _dot_rows(x, w, out=e[i:i + rows])
-    return e.mul_(2).add_(w_att.bias - w.sum())
 
 
 class Gate(nn.Module):

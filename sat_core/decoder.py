@@ -13,10 +13,16 @@ Speed without a second copy of the math: T's columns that multiply E y_{t-1} (``
 depend on the recurrence, so teacher forcing applies them to ALL steps in one matmul before the
 loop, and the deep output layer runs once on all steps after it. The loop body is
 :meth:`AttentionDecoder._recur`, which :meth:`AttentionDecoder.step` calls too.
+
+The rest of the speed is behind one seam, ``sat_core/fast.py``: :meth:`AttentionDecoder.forward`
+takes its per-step linear maps T_hz and U_a from :func:`sat_core.fast.stepwise` (the same
+products, their weight gradients summed over all steps in one matmul), and f_att's scores go
+through :func:`sat_core.fast.attention_scores` on the CPU (see ``attention.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -24,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sat_core import fast
 from sat_core.attention import (
     Gate,
     SoftAttention,
@@ -121,89 +128,6 @@ class _Recur(NamedTuple):
     s: Tensor | None
 
 
-class _Tape:
-    """What :class:`_StepwiseLinear` records: inputs x_t (forward) and gradients g_t (backward)."""
-
-    def __init__(self) -> None:
-        self.inputs: dict[int, Tensor] = {}
-        self.grads: dict[int, Tensor] = {}
-
-
-class _WeightAnchor(torch.autograd.Function):
-    """Identity on a weight W. Autograd runs its backward only after the backward of EVERY step
-    that consumed it, so that is where sum_t g_t^T x_t is computed, as one matmul."""
-
-    @staticmethod
-    def forward(ctx, weight: Tensor, tape: _Tape) -> Tensor:
-        ctx.tape, ctx.dtype = tape, weight.dtype
-        ctx.set_materialize_grads(False)  # the steps send no gradient here; don't build zeros
-        return weight.view_as(weight)
-
-    @staticmethod
-    def backward(ctx, _unused: Tensor | None) -> tuple[Tensor | None, None]:
-        tape = ctx.tape
-        if not tape.grads:
-            return None, None
-        steps = sorted(tape.grads)
-        G = torch.cat([tape.grads[t] for t in steps])  # (steps * B, out)
-        X = torch.cat([tape.inputs[t] for t in steps]).to(G.dtype)  # (steps * B, in)
-        tape.grads.clear()
-        if G.dtype == torch.float16:  # a sum over all T steps (loss-scaled): fp16 could overflow
-            G, X = G.float(), X.float()
-        return G.t().mm(X).to(ctx.dtype), None
-
-
-class _TapedMatmul(torch.autograd.Function):
-    """y_t = x_t W^T whose backward returns dL/dx_t only and records g_t = dL/dy_t."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, tape: _Tape, t: int) -> Tensor:
-        y = _thin_matmul(x, weight.t())  # under autocast: in the low precision dtype
-        ctx.save_for_backward(weight)
-        ctx.tape, ctx.t, ctx.x_dtype = tape, t, x.dtype
-        tape.inputs[t] = x.detach()
-        return y
-
-    @staticmethod
-    def backward(ctx, g: Tensor) -> tuple[Tensor, None, None, None]:
-        (weight,) = ctx.saved_tensors
-        ctx.tape.grads[ctx.t] = g
-        return _thin_matmul(g, weight.to(g.dtype)).to(ctx.x_dtype), None, None, None
-
-
-def _thin_matmul(x: Tensor, w: Tensor) -> Tensor:
-    """x @ w for a thin x (B rows, B small) and a large w.
-
-    On the CPU it is computed as (w^T x^T)^T: the same products and sums, but MKL's GEMM runs the
-    tall orientation (4n x B) faster than the flat one (B x 4n): about 1.4x for T_hz at the
-    paper's sizes (B=32, n=1024, D=512: 6.8 instead of 10.9 ms forward, 6.7 instead of 9.8 ms
-    backward, measured on a 2-core EPYC with benchmarks/bench_train_step.py's profile).
-    """
-    if x.device.type == "cpu":
-        return torch.mm(w.t(), x.t()).t()
-    return torch.mm(x, w)
-
-
-class _StepwiseLinear:
-    """A bias-free linear layer used at every step of a loop, with its weight gradient deferred.
-
-    Plain autograd computes dL/dW = g_t^T x_t at each of the T steps (thin, memory-bound matmuls)
-    and adds each into W.grad. Here each step's backward only returns dL/dx_t and records g_t; the
-    weight enters the loop through :class:`_WeightAnchor`, whose backward autograd runs last and
-    computes sum_t g_t^T x_t = G^T X in ONE matmul (what cuDNN's RNNs do). Same gradients, less
-    time; used by ``forward`` for T_hz and f_att's U_a when gradients are needed.
-    """
-
-    def __init__(self, linear: nn.Linear) -> None:
-        self.tape = _Tape()
-        self.weight = _WeightAnchor.apply(linear.weight, self.tape)
-        self.t = 0
-
-    def __call__(self, x: Tensor) -> Tensor:
-        self.t += 1
-        return _TapedMatmul.apply(x, self.weight, self.tape, self.t)
-
-
 class AttentionDecoder(nn.Module):
     """LSTM decoder with soft or stochastic hard attention (Sec. 3.1.2, 4.1, 4.2).
 
@@ -291,13 +215,14 @@ class AttentionDecoder(nn.Module):
         s: Tensor | None = None,
         mix: Tensor | None = None,
         generator: torch.Generator | None = None,
-        T_hz: nn.Module | _StepwiseLinear | None = None,
-        U_a: _StepwiseLinear | None = None,
+        T_hz: Callable[[Tensor], Tensor] | None = None,
+        U_a: Callable[[Tensor], Tensor] | None = None,
     ) -> _Recur:
         """One step of attention + LSTM, Eq. (1)-(6). x_t = T_y E y_{t-1} + bias, (B, 4n).
 
-        The single copy of the cell, used by :meth:`step` and by the loop of :meth:`forward`
-        (which passes ``T_hz`` and ``U_a`` wrapped in :class:`_StepwiseLinear`, same values).
+        The single copy of the cell, used by :meth:`step` and by the loop of :meth:`forward`.
+        ``T_hz`` and ``U_a`` default to the layers of those names; :meth:`forward` passes the
+        maps :func:`sat_core.fast.stepwise` returns for them (same values).
         """
         h_prev, c_prev = state
         e = self.attention.scores(ann.a_proj, h_prev, U_a)  # Eq. (4)
@@ -337,7 +262,7 @@ class AttentionDecoder(nn.Module):
         s: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> StepOutput:
-        """One decoding step from the previous words y_prev (B,) long.
+        """One decoding step, Eq. (1)-(7), from the previous words y_prev (B,) long.
 
         ``s`` (B,) long is required for ``mode="hard-forced"`` and forbidden otherwise.
         """
@@ -361,7 +286,7 @@ class AttentionDecoder(nn.Module):
         mix: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> DecoderOutput:
-        """Teacher-forced decoding of a batch.
+        """Teacher-forced decoding of a batch: Eq. (1)-(7) at every step, fed the reference words.
 
         Args:
             a: annotation vectors (B, L, D).
@@ -395,17 +320,13 @@ class AttentionDecoder(nn.Module):
         state = self.init_state(ann)
         emb = self.embedding(captions_in[:, :T_run])  # E y_{t-1} for all t
         x = self.T_y(emb).unbind(1)  # T's E y_{t-1} columns for all t in one matmul
-        T_hz = self.T_hz
-        if torch.is_grad_enabled() and T_hz.weight.requires_grad:
-            T_hz = _StepwiseLinear(T_hz)  # one weight-gradient matmul instead of T_run
-        U_a = None
-        if torch.is_grad_enabled() and self.attention.U_a.weight.requires_grad:
-            U_a = _StepwiseLinear(self.attention.U_a)  # the same for f_att's U_a h_{t-1}
+        T_hz = fast.stepwise(self.T_hz)  # the speed seam: same products as the layers
+        U_a = fast.stepwise(self.attention.U_a)
         hs, zs, es, alphas, betas, ss = [], [], [], [], [], []
         for t in range(T_run):
             s_t = None if s is None else s[:, t]
-            r = self._recur(x[t], state, ann, mode, s=s_t, mix=mix, generator=generator, T_hz=T_hz,
-                            U_a=U_a)
+            r = self._recur(x[t], state, ann, mode, s=s_t, mix=mix, generator=generator,
+                            T_hz=T_hz, U_a=U_a)
             state = (r.h, r.c)
             hs.append(r.h)
             zs.append(r.z_hat)

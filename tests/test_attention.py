@@ -10,7 +10,6 @@ import torch
 from sat_core.attention import (
     Gate,
     SoftAttention,
-    _CpuScores,
     argmax_locations,
     attention_entropy,
     attention_weights,
@@ -19,6 +18,7 @@ from sat_core.attention import (
     sample_locations,
     select_context,
 )
+from sat_core.fast import _CpuScores
 
 B, L, D, N_HID, A = 3, 5, 4, 6, 7
 
@@ -65,13 +65,13 @@ def test_scores_follow_the_mlp_formula_by_hand(att, inputs):
 
 @pytest.mark.parametrize("chunk_rows", [1, 2, 100])
 def test_decoding_scores_equal_the_formula_in_every_chunk(att, inputs, monkeypatch, chunk_rows):
-    """Without autograd on the CPU, scores take the chunked 2 sigmoid(2x) - 1 path: same e."""
-    import sat_core.attention as attention
+    """Without autograd on the CPU, scores take fast.py's chunked 2 sigmoid(2x) - 1 path: same e."""
+    import sat_core.fast as fast
 
     a, h = inputs
-    monkeypatch.setattr(attention, "CHUNK_BYTES", chunk_rows * L * A * 8)  # rows per chunk
+    monkeypatch.setattr(fast, "CHUNK_BYTES", chunk_rows * L * A * 8)  # rows per chunk
     with torch.no_grad():
-        assert attention._cpu_plain_float(att.project(a), att.U_a(h).unsqueeze(1))
+        assert fast.applies(att.project(a), att.U_a(h).unsqueeze(1))
         e = att.scores(att.project(a), h)
     by_hand = att.w_att(torch.tanh(att.project(a) + att.U_a(h).unsqueeze(1))).squeeze(-1)
     torch.testing.assert_close(e, by_hand, rtol=1e-12, atol=1e-12)
@@ -79,7 +79,7 @@ def test_decoding_scores_equal_the_formula_in_every_chunk(att, inputs, monkeypat
         e32 = att.float().scores(att.project(a.float()), h.float())
     torch.testing.assert_close(e32, by_hand.float(), rtol=1e-5, atol=1e-5)
     calls = []
-    monkeypatch.setattr(attention, "_chunked_scores", lambda *args: calls.append(args))
+    monkeypatch.setattr(fast, "_chunked_scores", lambda *args: calls.append(args))
     att.scores(att.project(a.float()), h.float())  # with autograd: not the chunked path
     assert calls == []
 
@@ -190,12 +190,12 @@ def test_cpu_scores_match_the_formula_and_its_autograd_gradients():
 
 
 def test_scores_take_the_cpu_training_path_and_agree_with_the_plain_one(att, inputs, monkeypatch):
-    import sat_core.attention as attention
+    import sat_core.fast as fast
 
     a, h = (x.clone().requires_grad_() for x in inputs)
     e = att.scores(att.project(a), h)
     assert "CpuScores" in type(e.grad_fn).__name__
-    monkeypatch.setattr(attention, "_cpu_plain_float", lambda *args: False)
+    monkeypatch.setattr(fast, "applies", lambda *args: False)  # the plain formula of scores
     e_plain = att.scores(att.project(a), h)
     assert "CpuScores" not in type(e_plain.grad_fn).__name__
     torch.testing.assert_close(e, e_plain, rtol=1e-12, atol=1e-12)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+import re
+
 import pytest
 import torch
 from torch import nn
 
+from sat_core import attention, decoder, fast
 from sat_core.decoder import AttentionDecoder, DecoderConfig
 from sat_core.losses import caption_loss, masked_nll
 from sat_core.model import Captioner, build_model, teacher_forcing
@@ -153,6 +157,68 @@ def test_forward_gradients_equal_those_of_a_step_loop(dec):
     masked_nll(torch.stack(logits, 1) * real[..., None], targets, lengths).backward()
     for name, p in dec.named_parameters():
         torch.testing.assert_close(fast[name], p.grad, msg=name)
+
+
+def test_stepwise_gives_the_same_values_and_gradients_as_the_layer():
+    """fast.stepwise (the decoder's speed seam): the same products at every step of a recurrence,
+    and the same gradients, the weight's summed over all steps at the end."""
+    torch.manual_seed(5)
+    layer = nn.Linear(N_HID, N_HID, bias=False).double()
+    xs = torch.randn(4, 3, N_HID, dtype=torch.float64)
+    h0 = torch.randn(3, N_HID, dtype=torch.float64)
+
+    def run(linear_map):
+        h = h0.clone().requires_grad_()
+        out = h
+        for x in xs:  # h_t = tanh(x_t + W h_{t-1})
+            out = torch.tanh(x + linear_map(out))
+        return out, h
+
+    mapped = fast.stepwise(layer)
+    assert isinstance(mapped, fast._StepwiseLinear)
+    out, h = run(mapped)
+    ref, h_ref = run(layer)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    grads = torch.autograd.grad(out.sum(), (h, layer.weight))
+    ref_grads = torch.autograd.grad(ref.sum(), (h_ref, layer.weight))
+    for mine, theirs in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-12)
+    # no weight gradient to defer, or a bias it does not handle: the layer itself
+    with torch.no_grad():
+        assert fast.stepwise(layer) is layer
+    with_bias = nn.Linear(2, 2)
+    assert fast.stepwise(with_bias) is with_bias
+    layer.weight.requires_grad_(False)
+    assert fast.stepwise(layer) is layer
+
+
+def test_forward_takes_its_step_maps_from_the_seam(dec, monkeypatch):
+    asked, stepwise = [], fast.stepwise
+
+    def recording(linear):
+        asked.append(linear)
+        return stepwise(linear)
+
+    monkeypatch.setattr(fast, "stepwise", recording)
+    a, y, _, lengths = make_batch()
+    dec(a, y, lengths)
+    assert asked == [dec.T_hz, dec.attention.U_a]
+
+
+@pytest.mark.parametrize("module", [attention, decoder], ids=["attention", "decoder"])
+def test_equation_modules_hold_no_speed_machinery(module):
+    """The book shows attention.py and decoder.py: their speed tricks stay in sat_core/fast.py,
+    reached through the named seam only (fast.applies/attention_scores, fast.stepwise)."""
+    for name, obj in vars(module).items():
+        if inspect.isclass(obj):
+            assert not issubclass(obj, torch.autograd.Function), f"{module.__name__}.{name}"
+            assert "tape" not in name.lower(), f"{module.__name__}.{name}"
+    source = inspect.getsource(module)
+    for word in ("autograd.Function", "ctx.", "_Tape", "sigmoid_backward", "torch.mm("):
+        assert word not in source, f"{word!r} in {module.__name__}"
+    seam = {"applies", "attention_scores", "stepwise", "py"}  # "py": the file named in prose
+    used = set(re.findall(r"\bfast\.(\w+)", source))
+    assert used and used <= seam, used - seam
 
 
 def _loss_and_grads(dec, a, y, targets, lengths):
