@@ -533,8 +533,12 @@ def test_a_finished_extraction_killed_before_it_was_moved_is_moved_on_rerun(
     archive = tmp_path / "flickr30k-images.tar.gz"
     root = tmp_path / "data"
 
-    def killed(*args, **kw):
-        raise KeyboardInterrupt  # stands for a kill: the stage stays, marked complete
+    real_commit = dl._commit_stage
+
+    def killed(stage: Path, ds_dir: Path) -> None:
+        if json.loads((stage / dl.STAGE_MARKER).read_text())["target"] != "images":
+            return real_commit(stage, ds_dir)  # the captions JSON goes into place
+        raise KeyboardInterrupt  # stands for a kill: the images' stage stays, marked complete
 
     with monkeypatch.context() as m:
         m.setattr(dl, "_commit_stage", killed)
