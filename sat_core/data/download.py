@@ -16,8 +16,9 @@ Extraction is all or nothing. Each archive is extracted into a stage ``data/NAME
 arranged as it will be placed, and marked complete (:data:`STAGE_MARKER`, written last); only
 then is it moved into place (one rename when the target folder is new) and ``.done-<archive>``
 written. A run killed before the marker leaves a stage that the next run deletes before extracting
-again; a stage killed after it is moved into place by the next run. So a dataset is never reported
-ready with part of its images. (Do not run two downloads into one ``--root`` at the same time.)
+again; a run killed after it leaves a stage that the next run moves into place. So a dataset is
+never reported ready with part of its images. (Do not run two downloads into one ``--root`` at
+the same time.)
 """
 
 from __future__ import annotations
@@ -185,8 +186,8 @@ def _corrupt_as_archive_error(archive: Path) -> Iterator[None]:
     try:
         yield
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as e:
-        raise ArchiveError(f"{archive} is corrupt ({type(e).__name__}: {e}) — delete it and run "
-                           "again to download it again") from e
+        raise ArchiveError(f"{archive} is corrupt ({type(e).__name__}: {e}) — replace it with a "
+                           "good copy (a download: delete it and run again)") from e
 
 
 def safe_extract(
@@ -239,7 +240,8 @@ def safe_extract(
                 tf.extractall(dest, members=members)
             return [m.name for m in members]
     raise ArchiveError(f"{archive} is neither a zip nor a tar archive (an error page saved in its "
-                       "place?) — delete it and run again to download it again")
+                       "place?) — replace it with a good copy (a download: delete it and run "
+                       "again)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,8 +360,8 @@ def _extract_payload(archive: Path, spec_file: RemoteFile, stage: Path) -> str:
         safe_extract(archive, raw, only=lambda n: PurePosixPath(n).name == spec_file.pick)
         found = [p for p in raw.rglob(spec_file.pick) if p.is_file() and "__MACOSX" not in p.parts]
         if not found:
-            raise ArchiveError(f"{archive} holds no file named {spec_file.pick} — delete the "
-                               "archive and run again to download it again")
+            raise ArchiveError(f"{archive} holds no file named {spec_file.pick} — replace it "
+                               "with a good copy (a download: delete it and run again)")
         os.replace(found[0], payload)
     else:
         safe_extract(archive, raw)
