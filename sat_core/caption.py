@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +22,11 @@ import torch
 from matplotlib.figure import Figure
 
 from sat_core.checkpoint import CheckpointError
-from sat_core.data.karpathy import load_image_file
+from sat_core.data.karpathy import load_image_file, read_image
 from sat_core.data.records import ImageLoadError, denormalize_image
 from sat_core.decoding import Hypothesis, decode
+from sat_core.device import pick_device
+from sat_core.errors import ArgumentParser, UserError, command
 from sat_core.model import Captioner
 from sat_core.text import Vocabulary
 
@@ -114,20 +115,20 @@ def caption_image(
 
 
 def check_images(paths: list[str | Path]) -> None:
-    """Raise :class:`ImageLoadError` naming every path that is missing or not a readable image."""
-    from PIL import Image
+    """Raise :class:`ImageLoadError` naming every path that is missing or not a readable image.
 
+    Each file is read as the model will read it (:func:`~sat_core.data.karpathy.read_image`: any
+    bit depth, EXIF orientation applied), so what passes here also captions.
+    """
     bad = []
     for p in paths:
-        path = Path(p)
-        if not path.is_file():
-            bad.append(f"{path} (file not found)")
+        if not Path(p).is_file():
+            bad.append(f"{p} (file not found)")
             continue
         try:
-            with Image.open(path) as im:
-                im.load()
-        except Exception as e:  # PIL raises many types for corrupt data
-            bad.append(f"{path} (corrupt or not an image: {type(e).__name__})")
+            read_image(p)
+        except ImageLoadError as e:
+            bad.append(f"{p} ({e.reason})")
     if bad:
         raise ImageLoadError(", ".join(bad), "fix or leave out these files and run again")
 
@@ -143,10 +144,12 @@ def _png_name(path: str, used: set[str]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    """The command's options; usage errors are one ``error:`` line (:mod:`sat_core.errors`)."""
+    p = ArgumentParser(
         prog="python -m sat_core.caption",
         description="Caption images with a trained checkpoint and draw the attention map of "
-        "every word over the image (one PNG per image).",
+        "every word over the image (one PNG per image). Set SAT_DEBUG=1 to see the traceback "
+        "of an error.",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
     p.add_argument("--checkpoint", required=True, metavar="CKPT",
@@ -165,8 +168,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.beam_size < 1:
+        p.error(f"--beam-size must be >= 1, got {args.beam_size}")
+    if args.max_len is not None and args.max_len < 1:
+        p.error(f"--max-len must be >= 1, got {args.max_len}")
+    if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
+        p.error(f"--out-dir {args.out_dir} is a file; pick a folder")
+    return args
+
+
+def _device(name: str) -> torch.device:
+    try:
+        return pick_device(name)
+    except RuntimeError as e:  # an unknown device string, or CUDA asked for and absent
+        raise UserError(f"--device {name}: {e}") from e
+
+
+@command(ImageLoadError, CheckpointError, FileNotFoundError)
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """``python -m sat_core.caption``; a bad image, checkpoint or option is one line, status 2."""
+    args = _parse_args(argv)
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no window
@@ -174,24 +198,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from sat_core.evaluate import load_captioner
 
-    try:
-        check_images(args.images)
-        model, vocab, cfg = load_captioner(args.checkpoint, args.device)
-    except (ImageLoadError, CheckpointError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    check_images(args.images)  # every bad file named at once, before any work
+    model, vocab, cfg = load_captioner(args.checkpoint, _device(args.device))
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
     for path in args.images:
-        try:
-            result = caption_image(model, vocab, path, image_size=cfg.image_size,
-                                   resize=cfg.resize or None, beam_size=args.beam_size,
-                                   max_len=args.max_len or cfg.val_max_len,
-                                   length_norm=args.length_norm, mode=args.mode or cfg.eval_mode)
-        except ImageLoadError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+        result = caption_image(model, vocab, path, image_size=cfg.image_size,
+                               resize=cfg.resize or None, beam_size=args.beam_size,
+                               max_len=args.max_len or cfg.val_max_len,
+                               length_norm=args.length_norm, mode=args.mode or cfg.eval_mode)
         fig = result.figure(smooth=not args.no_smooth)
         png = out_dir / _png_name(path, used)
         fig.savefig(png, dpi=100)

@@ -25,12 +25,13 @@ starts with "Answer"::
 In the student copy each such block becomes one line, :data:`ANSWERS_NOTE`; the rest of the cell
 (the exercise's text) stays.
 
-``python -m sat_core.student SRC_DIR DST_DIR`` (``make student``) writes the copy.
+``python -m sat_core.student SRC_DIR DST_DIR`` (``make student``) writes the copy. It refuses a
+DST_DIR that is SRC_DIR, inside it or above it, and never overwrites a notebook that holds
+solutions (:func:`holds_solutions`): swapping the two folders cannot wipe the instructor's copy.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import re
 import sys
@@ -38,6 +39,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import nbformat
+
+from sat_core.errors import ArgumentParser, UserError, command
 
 BEGIN = re.compile(r"^(\s*)#\s*BEGIN SOLUTION\b")
 END = re.compile(r"^\s*#\s*END SOLUTION\b")
@@ -48,8 +51,9 @@ SOLUTION_TAG = "solution"
 TOGGLE_TAGS = ("solution", "hide-input")
 
 
-class StudentCopyError(ValueError):
-    """A notebook breaks the exercise convention; the message names the notebook and the cell."""
+class StudentCopyError(UserError, ValueError):
+    """A notebook breaks the exercise convention (the message names the notebook and the cell),
+    or the copy would overwrite the sources or a notebook that holds solutions."""
 
 
 def strip_solution(source: str, where: str = "cell") -> tuple[str, int]:
@@ -137,24 +141,66 @@ def student_notebook(
     return nb, removed
 
 
-def make_student_copy(src_dir: Path, dst_dir: Path) -> dict[str, tuple[int, int]]:
-    """Write every notebook of ``src_dir`` without solutions to ``dst_dir``.
+def holds_solutions(nb: nbformat.NotebookNode) -> bool:
+    """Whether ``nb`` still holds answers: a cell tagged ``solution``, a ``# BEGIN SOLUTION`` /
+    ``# END SOLUTION`` line, or a folded ``Answers`` admonition (an instructor's notebook)."""
+    for cell in nb.cells:
+        lines = cell.source.split("\n")
+        if SOLUTION_TAG in cell.get("metadata", {}).get("tags", []):
+            return True
+        if cell.cell_type == "code" and any(BEGIN.match(ln) or END.match(ln) for ln in lines):
+            return True
+        if cell.cell_type == "markdown" and any(ANSWER_OPEN.match(ln) for ln in lines):
+            return True
+    return False
 
-    Returns {relative notebook path: (code solutions removed, Answers blocks removed)}. The copies
-    are validated by nbformat.
-    """
-    src_dir, dst_dir = Path(src_dir).resolve(), Path(dst_dir).resolve()
-    if not src_dir.is_dir():
-        raise StudentCopyError(f"{src_dir} is not a folder of notebooks")
-    if dst_dir == src_dir or src_dir in dst_dir.parents:
+
+def _check_folders(src_dir: Path, dst_dir: Path) -> tuple[Path, Path]:
+    """Resolved (src, dst); refuse a DST_DIR equal to, inside or above SRC_DIR, or a file."""
+    src, dst = Path(src_dir).resolve(), Path(dst_dir).resolve()
+    outside = "pick a folder outside the sources, e.g. _build/student"
+    if not src.is_dir():
+        raise StudentCopyError(f"SRC_DIR {src} is not a folder of notebooks — check the path "
+                               "(the chapters are in notebooks/)")
+    if dst == src:
+        raise StudentCopyError(f"DST_DIR {dst} is SRC_DIR: the copies would replace the "
+                               f"notebooks — {outside}")
+    if src in dst.parents:
+        raise StudentCopyError(f"DST_DIR {dst} is inside SRC_DIR {src} — {outside}")
+    if dst in src.parents:
+        raise StudentCopyError(f"DST_DIR {dst} contains SRC_DIR {src}: the copies would land "
+                               f"beside its notebooks — {outside}")
+    if dst.exists() and not dst.is_dir():
+        raise StudentCopyError(f"DST_DIR {dst} is a file — pick a folder (it is made if missing)")
+    return src, dst
+
+
+def _check_destination(dst: Path) -> None:
+    """Refuse to overwrite ``dst`` unless it is missing or a notebook without solutions."""
+    if not dst.exists():
+        return
+    try:
+        nb = nbformat.read(dst, as_version=4)
+    except Exception as err:  # nbformat raises several types for a broken file
         raise StudentCopyError(
-            f"{dst_dir} is (inside) the source folder {src_dir}: pick a folder outside it, "
-            "e.g. _build/student"
+            f"{dst} exists and is not a readable notebook ({type(err).__name__}), so it is not "
+            "overwritten — move it away or pick another DST_DIR"
+        ) from err
+    if holds_solutions(nb):
+        raise StudentCopyError(
+            f"{dst} holds solutions and would be overwritten by a copy without them (SRC_DIR "
+            "and DST_DIR swapped?) — the order is SRC_DIR DST_DIR, e.g. notebooks _build/student"
         )
+
+
+def _student_copies(
+    src_dir: Path,
+) -> dict[Path, tuple[nbformat.NotebookNode, int, int]]:
+    """{relative path: (student copy, code solutions removed, Answers removed)} of ``src_dir``."""
     notebooks = sorted(p for p in src_dir.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
     if not notebooks:
-        raise StudentCopyError(f"no notebooks (*.ipynb) in {src_dir}")
-    report: dict[str, tuple[int, int]] = {}
+        raise StudentCopyError(f"no notebooks (*.ipynb) in {src_dir} — check SRC_DIR")
+    copies = {}
     for src in notebooks:
         rel = src.relative_to(src_dir)
         try:
@@ -164,6 +210,25 @@ def make_student_copy(src_dir: Path, dst_dir: Path) -> dict[str, tuple[int, int]
         student, removed = student_notebook(nb, str(rel))
         answers = sum(strip_answers(c.source)[1] for c in nb.cells if c.cell_type == "markdown")
         nbformat.validate(student)
+        copies[rel] = (student, removed, answers)
+    return copies
+
+
+def make_student_copy(src_dir: Path, dst_dir: Path) -> dict[str, tuple[int, int]]:
+    """Write every notebook of ``src_dir`` without solutions to ``dst_dir``.
+
+    Returns {relative notebook path: (code solutions removed, Answers blocks removed)}. The copies
+    are validated by nbformat. All or nothing: every notebook is converted and every destination
+    checked before the first file is written. Raises :class:`StudentCopyError` when ``dst_dir``
+    is ``src_dir``, inside it or above it, or when a file it would replace holds solutions
+    (:func:`holds_solutions`) or is not a notebook: an instructor's notebook is never overwritten.
+    """
+    src_dir, dst_dir = _check_folders(src_dir, dst_dir)
+    copies = _student_copies(src_dir)
+    for rel in copies:
+        _check_destination(dst_dir / rel)
+    report: dict[str, tuple[int, int]] = {}
+    for rel, (student, removed, answers) in copies.items():
         dst = dst_dir / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(student, dst)
@@ -171,22 +236,21 @@ def make_student_copy(src_dir: Path, dst_dir: Path) -> dict[str, tuple[int, int]
     return report
 
 
+@command(StudentCopyError, OSError)
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    """``python -m sat_core.student SRC_DIR DST_DIR``; a user error is one line, status 2."""
+    parser = ArgumentParser(
         prog="python -m sat_core.student",
         description="Copy the notebooks of SRC_DIR to DST_DIR with every exercise solution "
         "(# BEGIN SOLUTION ... # END SOLUTION in cells tagged 'solution') replaced by "
         'raise NotImplementedError("Your code here"), and every folded ":::{admonition} '
-        'Answers" block of the markdown removed.',
+        'Answers" block of the markdown removed. DST_DIR must lie outside SRC_DIR; a notebook '
+        "there that holds solutions is never overwritten.",
     )
     parser.add_argument("src_dir", type=Path, metavar="SRC_DIR", help="folder of the notebooks")
     parser.add_argument("dst_dir", type=Path, metavar="DST_DIR", help="where to write the copy")
     args = parser.parse_args(argv)
-    try:
-        report = make_student_copy(args.src_dir, args.dst_dir)
-    except StudentCopyError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    report = make_student_copy(args.src_dir, args.dst_dir)
     for rel, (removed, answers) in report.items():
         print(f"{rel}: {removed} solution(s) removed, {answers} answer block(s) removed")
     print(f"wrote {len(report)} notebook(s) to {args.dst_dir}")

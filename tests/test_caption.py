@@ -129,7 +129,7 @@ def test_missing_or_corrupt_image_is_named(tiny, tmp_path, capsys):
     missing = tmp_path / "missing.jpg"
     rc = caption.main(["--checkpoint", str(ckpt), str(pngs[0]), str(corrupt), str(missing),
                        "--out-dir", str(tmp_path / "figs")])
-    assert rc == 1
+    assert rc == 2  # a user error (sat_core.errors): one line, status 2
     err = capsys.readouterr().err
     assert str(corrupt) in err and str(missing) in err and str(pngs[0]) not in err
     assert not (tmp_path / "figs").exists()  # nothing drawn before the inputs are checked

@@ -164,9 +164,9 @@ def test_command_line(tmp_path, capsys):
     nbformat.write(make_notebook(), src / "04.ipynb")
     assert main([str(src), str(tmp_path / "out")]) == 0
     assert "04.ipynb: 3 solution(s) removed" in capsys.readouterr().out
-    assert main([str(src), str(src / "student")]) == 1  # inside the sources: refused
-    assert "pick a folder outside it" in capsys.readouterr().err
-    assert main([str(tmp_path / "missing"), str(tmp_path / "o2")]) == 1
+    assert main([str(src), str(src / "student")]) == 2  # inside the sources: refused
+    assert "pick a folder outside the sources" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing"), str(tmp_path / "o2")]) == 2
     with pytest.raises(SystemExit) as info:
         main(["--help"])
     assert info.value.code == 0

@@ -9,11 +9,21 @@
 
 We publish no checksums we have not computed ourselves: where :data:`DATASETS` has ``sha256=None``
 the first download records what it got in ``checksums.json``, and later runs check against that.
+A checksum is recorded only once its archive was extracted: an HTML error page saved in place of
+a zip is never trusted.
+
+Extraction is all or nothing. Each archive is extracted into a stage ``data/NAME/.extract-*/``,
+arranged as it will be placed, and marked complete (:data:`STAGE_MARKER`, written last); only
+then is it moved into place (one rename when the target folder is new) and ``.done-<archive>``
+written. A run killed before the marker leaves a stage that the next run deletes before extracting
+again; a run killed after it leaves a stage that the next run moves into place. So a dataset is
+never reported ready with part of its images. (Do not run two downloads into one ``--root`` at
+the same time.)
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import hashlib
 import http.client
 import json
@@ -24,25 +34,35 @@ import tarfile
 import tempfile
 import urllib.request
 import zipfile
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
+from sat_core.errors import ArgumentParser, UserError, command
+
 CHUNK = 1 << 20
+STAGE_PREFIX = ".extract-"  # data/NAME/.extract-*: an extraction in progress
+STAGE_MARKER = ".complete"  # written last into a stage whose extraction finished
+STAGE_PAYLOAD = "payload"  # what the stage places: a file (``pick``) or a folder
 
 
-class ChecksumError(RuntimeError):
-    """A file's sha256 is not the expected one."""
+class ChecksumError(UserError, RuntimeError):
+    """A file's sha256 is not the expected one (or ``checksums.json`` is unreadable)."""
 
 
-class UnsafeArchiveError(RuntimeError):
+class UnsafeArchiveError(UserError, RuntimeError):
     """An archive member would be written outside the destination folder."""
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A download failed (network error, HTTP error, truncated body). Nothing was written."""
+
+
+class ArchiveError(UserError, ValueError):
+    """A file cannot be extracted: not an archive, corrupt, or without the expected member."""
 
 
 class ManualDownloadRequired(RuntimeError):
@@ -160,6 +180,16 @@ def _inside(dest: Path, target: Path) -> bool:
     return target == dest or dest in target.parents
 
 
+@contextlib.contextmanager
+def _corrupt_as_archive_error(archive: Path) -> Iterator[None]:
+    """Turn the errors of a damaged zip or tar into :class:`ArchiveError` naming ``archive``."""
+    try:
+        yield
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as e:
+        raise ArchiveError(f"{archive} is corrupt ({type(e).__name__}: {e}) — replace it with a "
+                           "good copy (a download: delete it and run again)") from e
+
+
 def safe_extract(
     archive: str | Path, dest: str | Path, *, only: Callable[[str], bool] | None = None
 ) -> list[str]:
@@ -168,7 +198,8 @@ def safe_extract(
     Every member is checked first, and nothing is written if one is unsafe: absolute paths,
     ``..`` components, and symbolic or hard links whose target lies outside ``dest`` raise
     :class:`UnsafeArchiveError` naming the member. Device files and FIFOs are refused too.
-    ``only``: extract just the members whose name it accepts.
+    ``only``: extract just the members whose name it accepts. A file that is not an archive, or a
+    damaged one, raises :class:`ArchiveError` naming it.
     """
     archive, dest = Path(archive), Path(dest)
     if not archive.is_file():
@@ -185,10 +216,11 @@ def safe_extract(
                         raise UnsafeArchiveError(
                             f"{archive}: member {info.filename!r} is a link to {target!r} outside "
                             f"{dest}; refusing to extract")
-            zf.extractall(dest, members=infos)  # zipfile writes link entries as small regular files
+            with _corrupt_as_archive_error(archive):  # zipfile checks each member's CRC
+                zf.extractall(dest, members=infos)  # it writes link entries as small files
             return [i.filename for i in infos]
     if tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as tf:
+        with _corrupt_as_archive_error(archive), tarfile.open(archive) as tf:
             members = [m for m in tf.getmembers() if only is None or only(m.name)]
             for m in members:
                 p = _check_member_path(m.name, archive)
@@ -207,7 +239,9 @@ def safe_extract(
             else:  # pragma: no cover - Python < 3.10.12 without extraction filters
                 tf.extractall(dest, members=members)
             return [m.name for m in members]
-    raise ValueError(f"{archive} is neither a zip nor a tar archive; delete it and download again")
+    raise ArchiveError(f"{archive} is neither a zip nor a tar archive (an error page saved in its "
+                       "place?) — replace it with a good copy (a download: delete it and run "
+                       "again)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,9 +319,9 @@ def _load_checksums(path: Path) -> dict[str, str]:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); fix or delete it") from None
+        raise ChecksumError(f"{path} is not valid JSON ({e}) — fix or delete it") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path} should map file names to sha256 digests; fix or delete it")
+        raise ChecksumError(f"{path} should map file names to sha256 digests — fix or delete it")
     return data
 
 
@@ -312,25 +346,100 @@ def _move_contents(src: Path, dst: Path) -> None:
         shutil.move(str(child), str(target))
 
 
+def _done_name(spec_file: RemoteFile) -> str:
+    """The marker file that says ``spec_file`` is extracted and in place."""
+    return f".done-{spec_file.pick or spec_file.filename}"
+
+
+def _extract_payload(archive: Path, spec_file: RemoteFile, stage: Path) -> str:
+    """Extract ``archive`` into ``stage`` and arrange :data:`STAGE_PAYLOAD` as it will be placed;
+    return the target path relative to the dataset folder."""
+    raw = stage / "raw"
+    payload = stage / STAGE_PAYLOAD
+    if spec_file.pick is not None:
+        safe_extract(archive, raw, only=lambda n: PurePosixPath(n).name == spec_file.pick)
+        found = [p for p in raw.rglob(spec_file.pick) if p.is_file() and "__MACOSX" not in p.parts]
+        if not found:
+            raise ArchiveError(f"{archive} holds no file named {spec_file.pick} — replace it "
+                               "with a good copy (a download: delete it and run again)")
+        os.replace(found[0], payload)
+    else:
+        safe_extract(archive, raw)
+        top = [p for p in raw.iterdir() if p.name != "__MACOSX"]
+        src = top[0] if spec_file.strip_top and len(top) == 1 and top[0].is_dir() else raw
+        if (src / "__MACOSX").exists():
+            shutil.rmtree(src / "__MACOSX")
+        os.replace(src, payload)
+    if raw.exists():
+        shutil.rmtree(raw)  # what was not picked, and __MACOSX
+    return spec_file.pick or spec_file.extract_to
+
+
+def _stage(archive: Path, spec_file: RemoteFile, ds_dir: Path) -> Path:
+    """Extract ``archive`` into a new stage ``ds_dir/.extract-*`` and mark it complete last.
+
+    On any failure (Ctrl-C included) the stage is removed; a stage left by a kill has no marker.
+    """
+    stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=ds_dir))
+    try:
+        target = _extract_payload(archive, spec_file, stage)
+        marker = stage / f"{STAGE_MARKER}.tmp"
+        marker.write_text(json.dumps({"target": target, "done": _done_name(spec_file)}))
+        os.replace(marker, stage / STAGE_MARKER)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return stage
+
+
+def _stage_info(stage: Path) -> dict[str, str] | None:
+    """The marker of a complete stage, or ``None`` when its extraction did not finish."""
+    try:
+        info = json.loads((stage / STAGE_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(info, dict) and all(isinstance(info.get(k), str) for k in ("target", "done"))
+    return info if ok else None
+
+
+def _commit_stage(stage: Path, ds_dir: Path) -> None:
+    """Move a complete stage's payload into place, write its ``.done-`` marker, drop the stage.
+
+    A new target is one rename; an existing folder is merged into (its other files are kept).
+    Safe to repeat after a kill: what was moved already is not moved again.
+    """
+    info = _stage_info(stage)
+    if info is None:
+        raise RuntimeError(f"{stage} is not a complete extraction")  # pragma: no cover - a bug
+    payload, target = stage / STAGE_PAYLOAD, ds_dir / info["target"]
+    if payload.is_dir() and target.is_dir():
+        _move_contents(payload, target)
+    elif payload.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(payload, target)
+    (ds_dir / info["done"]).touch()
+    shutil.rmtree(stage)
+
+
+def _recover_stages(ds_dir: Path) -> None:
+    """Finish what an interrupted run left in ``ds_dir``: a complete stage is moved into place,
+    an unfinished one (no marker) is deleted, so that its archive is extracted again."""
+    for stage in sorted(ds_dir.glob(f"{STAGE_PREFIX}*")):
+        if not stage.is_dir():
+            continue
+        if _stage_info(stage) is None:
+            print(f"removing {stage}: an extraction that was interrupted (it is done again)",
+                  file=sys.stderr)
+            shutil.rmtree(stage)
+        else:
+            print(f"finishing {stage}: an extraction that was interrupted while being moved",
+                  file=sys.stderr)
+            _commit_stage(stage, ds_dir)
+
+
 def _unpack(archive: Path, spec_file: RemoteFile, ds_dir: Path) -> None:
-    with tempfile.TemporaryDirectory(prefix=".extract-", dir=ds_dir) as tmp_name:
-        tmp = Path(tmp_name)
-        if spec_file.pick is not None:
-            safe_extract(archive, tmp, only=lambda n: PurePosixPath(n).name == spec_file.pick)
-            found = [p for p in tmp.rglob(spec_file.pick)
-                     if p.is_file() and "__MACOSX" not in p.parts]
-            if not found:
-                raise FileNotFoundError(f"{archive} holds no file named {spec_file.pick}; "
-                                        "delete the archive and download it again")
-            os.replace(found[0], ds_dir / spec_file.pick)
-            return
-        safe_extract(archive, tmp)
-        top = [p for p in tmp.iterdir() if p.name != "__MACOSX"]
-        src = top[0] if spec_file.strip_top and len(top) == 1 and top[0].is_dir() else tmp
-        macosx = src / "__MACOSX"
-        if macosx.exists():
-            shutil.rmtree(macosx)
-        _move_contents(src, ds_dir / spec_file.extract_to)
+    """Extract ``archive`` into ``ds_dir`` all or nothing (stage, marker, move, ``.done-``)."""
+    _commit_stage(_stage(archive, spec_file, ds_dir), ds_dir)
 
 
 def prepare_dataset(
@@ -345,23 +454,29 @@ def prepare_dataset(
 
     ``mirror``: a base URL (``http://...`` or ``file:///...``) that replaces every registry URL by
     ``mirror/<filename>`` (for an institutional mirror, or the tests). ``images_archive``: a local
-    archive of the images, for datasets without a public link (Flickr30k). Downloads are verified
-    against :data:`DATASETS` or, failing that, against ``root/checksums.json`` from earlier runs;
-    unpacking is skipped when already done. Returns ``root/name``.
+    archive of the images, for datasets without a public link (Flickr30k); it is only read.
+    Downloads are verified against :data:`DATASETS` or, failing that, against
+    ``root/checksums.json`` from earlier runs, where a download's sha256 is recorded once it was
+    extracted. Unpacking is all or nothing and skipped when already done; what an interrupted run
+    left is finished or removed first. Returns ``root/name``.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
+    if images_archive is not None and not Path(images_archive).is_file():
+        raise FileNotFoundError(f"images archive {images_archive} does not exist — check the "
+                                "path given to --images-archive")
     spec = DATASETS[name]
     root = Path(root)
     ds_dir, downloads = root / name, root / "downloads"
-    ds_dir.mkdir(parents=True, exist_ok=True)
     sums_path = root / "checksums.json"
     sums = _load_checksums(sums_path)
+    if ds_dir.is_dir():
+        _recover_stages(ds_dir)
     for note in spec.notes:
         print(note, file=sys.stderr)
 
     def is_done(f: RemoteFile) -> bool:
-        return (ds_dir / f".done-{f.pick or f.filename}").exists()
+        return (ds_dir / _done_name(f)).exists()
 
     def placed_by_hand(f: RemoteFile) -> bool:
         target = ds_dir / f.extract_to
@@ -372,9 +487,11 @@ def prepare_dataset(
         if f.url is None and not (images_archive or mirror or is_done(f) or placed_by_hand(f)):
             raise ManualDownloadRequired(spec.instructions.replace("ROOT", str(root)))
 
+    ds_dir.mkdir(parents=True, exist_ok=True)
     for f in spec.files:
         if is_done(f):
             continue
+        actual = None  # the sha256 of a download (a local images archive is not recorded)
         if f.url is None and images_archive is not None:
             archive = Path(images_archive)
         elif f.url is None and mirror is None:
@@ -382,18 +499,18 @@ def prepare_dataset(
         else:
             url = f"{mirror.rstrip('/')}/{f.filename}" if mirror else f.url
             archive = downloads / f.filename
-            expected = f.sha256 or sums.get(f.filename)
-            actual = _download(url, archive, expected, progress)
-            if sums.get(f.filename) != actual:
-                sums[f.filename] = actual
-                _save_checksums(sums_path, sums)
+            actual = _download(url, archive, f.sha256 or sums.get(f.filename), progress)
         _unpack(archive, f, ds_dir)
-        (ds_dir / f".done-{f.pick or f.filename}").touch()
+        if actual is not None and sums.get(f.filename) != actual:  # extracted: now trusted
+            sums[f.filename] = actual
+            _save_checksums(sums_path, sums)
     return ds_dir
 
 
+@command(OSError)
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    """``python -m sat_core.data.download NAME``; a user error is one line, status 2."""
+    parser = ArgumentParser(
         prog="python -m sat_core.data.download",
         description="Download a Karpathy-split dataset (captions JSON + images) into ROOT/NAME.",
     )
@@ -408,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         path = prepare_dataset(args.dataset, args.root, mirror=args.mirror,
                                images_archive=args.images_archive, progress=not args.no_progress)
-    except ManualDownloadRequired as e:
+    except ManualDownloadRequired as e:  # not a mistake: the steps to take, over several lines
         print(str(e), file=sys.stderr)
         return 2
     print(f"{args.dataset} ready in {path}")

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from sat_core.data.records import ImageLoadError, ImageRecord, Split, normalize_image
@@ -66,22 +66,70 @@ def resize_image(img: Image.Image, image_size: int, resize: int | None = None) -
     return img.crop((left, top, left + image_size, top + image_size))
 
 
-def load_image_file(
-    path: str | Path, image_size: int = 224, resize: int | None = None
-) -> torch.Tensor:
-    """Read an image file -> RGB -> :func:`resize_image` -> normalised float ``(3, S, S)``.
+def _scale_to_uint8(pixels: np.ndarray, mode: str) -> np.ndarray:
+    """Grey levels of a 16-bit, 32-bit integer or float image -> uint8 0..255.
 
-    A missing or unreadable file raises :class:`ImageLoadError` naming it.
+    * ``I;16*`` (16-bit): divided by 257, so 65535 -> 255 and 257 * k -> k;
+    * ``I`` (32-bit integer): negatives -> 0; divided by 257 when every value fits 16 bits (how
+      16-bit files are often stored), else scaled so that the maximum is 255;
+    * ``F`` (32-bit float): values in [0, 1] times 255; otherwise negatives -> 0 and scaled so that
+      the maximum is 255. NaN and infinities -> 0.
+    """
+    x = pixels.astype(np.float64)
+    if mode == "F":
+        x = np.where(np.isfinite(x), x, 0.0)
+        if x.size and (x.min() < 0 or x.max() > 1):
+            x = np.clip(x, 0, None)
+            x = x * (255.0 / x.max()) if x.max() > 0 else x
+        else:
+            x = x * 255.0
+    elif mode == "I":
+        x = np.clip(x, 0, None)
+        top = x.max() if x.size else 0.0
+        x = x / 257.0 if top <= 65535 else x * (255.0 / top)
+    else:  # I;16, I;16B, I;16L, I;16N
+        x = x / 257.0
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL image -> upright 8-bit RGB.
+
+    The EXIF orientation of camera photos is applied (:func:`PIL.ImageOps.exif_transpose`), and
+    16-bit, 32-bit integer and float grey images are scaled to 0..255 (:func:`_scale_to_uint8`)
+    rather than clipped: PIL's own ``convert("RGB")`` makes a 16-bit PNG all white and a float
+    TIFF in [0, 1] all black.
+    """
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        img = Image.fromarray(_scale_to_uint8(np.asarray(img), img.mode))
+    return img.convert("RGB")
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Read an image file of any bit depth and mode as upright 8-bit RGB (:func:`to_rgb`).
+
+    A missing, unreadable or unconvertible file raises :class:`ImageLoadError` naming it.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageLoadError(str(path), "file not found (check image_root and the dataset layout)")
     try:
         with Image.open(path) as im:
-            img = im.convert("RGB")
+            return to_rgb(im)
     except Exception as e:  # PIL raises several types for corrupt data
         raise ImageLoadError(str(path), f"corrupt or not an image ({type(e).__name__}: {e})") from e
-    img = resize_image(img, image_size, resize)
+
+
+def load_image_file(
+    path: str | Path, image_size: int = 224, resize: int | None = None
+) -> torch.Tensor:
+    """Read an image file (:func:`read_image`: any bit depth, EXIF orientation applied) ->
+    :func:`resize_image` -> normalised float ``(3, S, S)``.
+
+    A missing or unreadable file raises :class:`ImageLoadError` naming it.
+    """
+    img = resize_image(read_image(path), image_size, resize)
     return normalize_image(np.array(img, dtype=np.uint8))  # a writable copy
 
 

@@ -33,8 +33,10 @@ Everything is a pure function of the seed: :func:`generate_shapes` draws image `
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import cache, lru_cache
@@ -46,6 +48,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sat_core.data.records import ImageLoadError, ImageRecord, Split, normalize_image
+from sat_core.errors import ArgumentParser, UserError, command
 
 # ---------------------------------------------------------------------------------------------
 # The world: attributes and their appearance
@@ -709,32 +712,87 @@ def _json_object(o: ShapesObject | Mapping[str, Any]) -> dict[str, Any]:
     return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in d.items()}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m sat_core.data.shapes OUT_DIR``: the Shapes world as PNGs + Karpathy JSON."""
-    import argparse
+_OWNED_PNG = re.compile(r"\d{6}\.png")
 
-    p = argparse.ArgumentParser(
+
+def owned_files(out_dir: Path) -> list[Path]:
+    """The files a previous :func:`save_shapes` into ``out_dir`` wrote: ``dataset_shapes.json``
+    and the ``shapes/<split>/NNNNNN.png`` images (any other file is someone else's)."""
+    found = [out_dir / "dataset_shapes.json"]
+    for name in SPLIT_NAMES:
+        folder = out_dir / "shapes" / name
+        if folder.is_dir():
+            found += sorted(p for p in folder.iterdir() if _OWNED_PNG.fullmatch(p.name))
+    return [p for p in found if p.is_file()]
+
+
+def _check_out_dir(out_dir: Path, force: bool) -> None:
+    """Refuse an OUT_DIR that is a file, or a non-empty folder without ``--force``."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"OUT_DIR {out_dir} is a file — pick a folder (it is made if missing)")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise UserError(
+            f"OUT_DIR {out_dir} is not empty — pick a new folder, or pass --force to replace the "
+            "Shapes files in it (dataset_shapes.json and shapes/<split>/NNNNNN.png; nothing "
+            "else is touched)"
+        )
+
+
+def remove_owned_files(out_dir: Path) -> int:
+    """Delete :func:`owned_files` and the split folders they leave empty; return how many."""
+    files = owned_files(out_dir)
+    for path in files:
+        path.unlink()
+    for folder in [out_dir / "shapes" / name for name in SPLIT_NAMES] + [out_dir / "shapes"]:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    return len(files)
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = ArgumentParser(
         prog="python -m sat_core.data.shapes",
         description="Write the Shapes caption world to OUT_DIR: OUT_DIR/shapes/<split>/NNNNNN.png "
         "and OUT_DIR/dataset_shapes.json in the Karpathy-split format. Each split has its own "
         "child seed, so --n-test 8 writes the first 8 test images that training with the same "
-        "--seed and --image-size holds out.")
+        "--seed and --image-size holds out. OUT_DIR must be empty or new, unless --force.")
     p.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="folder to write into")
     p.add_argument("--n-train", type=int, default=0, help="training images (default 0)")
     p.add_argument("--n-val", type=int, default=0, help="validation images (default 0)")
     p.add_argument("--n-test", type=int, default=8, help="test images (default 8)")
-    p.add_argument("--seed", type=int, default=0, help="world seed (default 0, the presets')")
+    p.add_argument("--seed", type=int, default=0, help="world seed >= 0 (default 0, the presets')")
     p.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty OUT_DIR: first delete the Shapes files a previous "
+                   "run left there (dataset_shapes.json, shapes/<split>/NNNNNN.png), nothing else")
     args = p.parse_args(argv)
-    if min(args.n_train, args.n_val, args.n_test) < 0 or args.image_size < 16:
-        p.error("sizes must be >= 0 and --image-size >= 16")
-    wanted = dict(zip(SPLIT_NAMES, (args.n_train, args.n_val, args.n_test), strict=True))
-    if not any(wanted.values()):
+    if min(args.n_train, args.n_val, args.n_test) < 0:
+        p.error("--n-train, --n-val and --n-test must be >= 0")
+    if args.image_size < 16:
+        p.error(f"--image-size must be >= 16, got {args.image_size}")
+    if args.seed < 0:
+        p.error(f"--seed must be >= 0, got {args.seed}")
+    if not any((args.n_train, args.n_val, args.n_test)):
         p.error("nothing to write: ask for at least one image")
+    return args
+
+
+@command(OSError)
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m sat_core.data.shapes OUT_DIR``: the Shapes world as PNGs + Karpathy JSON.
+
+    A user error (bad option, a non-empty OUT_DIR without ``--force``) is one line, status 2.
+    """
+    args = _parse_args(argv)
+    _check_out_dir(args.out_dir, args.force)
+    wanted = dict(zip(SPLIT_NAMES, (args.n_train, args.n_val, args.n_test), strict=True))
     # a split of 0 images is drawn as 1 and dropped (each split has its own seed: no effect)
     splits = make_shapes_splits(*(max(n, 1) for n in wanted.values()), seed=args.seed,
                                 image_size=args.image_size, progress=True)
     splits = {name: split for name, split in splits.items() if wanted[name]}
+    if args.force and args.out_dir.is_dir():  # only once the new images exist
+        removed = remove_owned_files(args.out_dir)
+        print(f"--force: removed {removed} file(s) of an earlier run from {args.out_dir}")
     path = save_shapes(splits, args.out_dir)
     for name, split in splits.items():
         print(f"{name}: {len(split.records)} images in {args.out_dir / 'shapes' / name}")
@@ -745,7 +803,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 __all__ = [
     "COLOURS", "SHAPES", "SIZES", "SHAPES_VOCAB", "SPLIT_NAMES", "ShapesConfig", "ShapesObject",
     "ShapesImage", "ShapesImageLoader", "generate_shapes", "make_shapes_splits", "make_split",
-    "position", "relation", "save_shapes", "shape_mask", "shapes_vocabulary",
+    "owned_files", "position", "relation", "remove_owned_files", "save_shapes", "shape_mask",
+    "shapes_vocabulary",
 ]
 
 

@@ -1,0 +1,81 @@
+"""One-line errors for the command-line tools.
+
+A mistake in what the user asked for (a wrong path, a folder that would be overwritten, a bad
+option) is not a bug: the command prints ONE line ``error: <what> — <what to do>`` on stderr and
+exits with status 2, without a traceback. A command opts in with :func:`command`::
+
+    @command(StudentCopyError, OSError)
+    def main(argv=None) -> int: ...
+
+and builds its parser with :class:`ArgumentParser` (usage errors become one line too). Set the
+environment variable ``SAT_DEBUG=1`` to get the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+DEBUG_ENV = "SAT_DEBUG"
+EXIT_USER_ERROR = 2  # argparse's status for a usage error; every user error of a command uses it
+
+Main = Callable[[Sequence[str] | None], int]
+
+
+class UserError(Exception):
+    """A mistake in the input: the message says what is wrong and what to do about it."""
+
+
+def debug_enabled() -> bool:
+    """Whether ``SAT_DEBUG`` asks for tracebacks (set and not ``0``/``false``/``no``)."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def error_line(err: BaseException | str) -> str:
+    """``error: <message>`` on one line (line breaks and runs of spaces become one space)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return f"error: {text}"
+
+
+def report(err: BaseException | str) -> int:
+    """Print :func:`error_line` on stderr; return :data:`EXIT_USER_ERROR`."""
+    print(error_line(err), file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
+def command(*errors: type[BaseException]) -> Callable[[Main], Main]:
+    """Decorate a command's ``main(argv) -> int``: a :class:`UserError`, or one of ``errors``,
+    becomes one line on stderr and exit status 2 (re-raised when ``SAT_DEBUG=1``)."""
+    caught = (UserError, *errors)
+
+    def decorate(main: Main) -> Main:
+        @functools.wraps(main)
+        def run(argv: Sequence[str] | None = None) -> int:
+            try:
+                return main(argv)
+            except caught as err:
+                if debug_enabled():
+                    raise
+                return report(err)
+
+        return run
+
+    return decorate
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An :class:`argparse.ArgumentParser` whose usage errors are one ``error:`` line, status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(error_line(f"{message} — see `{self.prog} --help`"), file=sys.stderr)
+        self.exit(EXIT_USER_ERROR)
+
+
+__all__ = [
+    "DEBUG_ENV", "EXIT_USER_ERROR", "ArgumentParser", "UserError", "command", "debug_enabled",
+    "error_line", "report",
+]

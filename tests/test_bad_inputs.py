@@ -1,0 +1,606 @@
+"""Issue 14: every bad input is a one-line error, and nothing is lost or left behind.
+
+The first part is a table of command lines, each run for real in a subprocess
+(``sys.executable -m ...``) on small files made in ``tmp_path``: it must exit with status 2, print
+exactly one line ``error: ...`` on stderr (no traceback), and leave ``tmp_path`` as it found it
+(same files, same bytes) unless the case says what may change. The unit tests below it cover what
+is simpler to check in-process: images of every bit depth, the Shapes writer's ``--force``, and
+downloads killed half-way or fed an HTML page instead of a zip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import textwrap
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from PIL import Image
+
+from sat_core.data import download as dl
+from sat_core.data.karpathy import load_image_file, load_karpathy
+from sat_core.data.records import ImageLoadError, denormalize_image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# ----------------------------------------------------------------------------------- helpers
+
+
+def run_module(module: str, *args: object, debug: bool = False) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` with this checkout first on the path."""
+    env = {k: v for k, v in os.environ.items() if k != "SAT_DEBUG"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    if debug:
+        env["SAT_DEBUG"] = "1"
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def tree(folder: Path) -> dict[str, bytes | None]:
+    """Every path under ``folder``: file -> its bytes, folder -> None."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(folder.rglob("*"))}
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+SOLVED = "def f(x):\n    # BEGIN SOLUTION\n    return x + 1\n    # END SOLUTION\n\ncheck(f)"
+UNSOLVED = 'def f(x):\n    raise NotImplementedError("Your code here")\n\ncheck(f)'
+
+
+def instructor_notebook() -> nbformat.NotebookNode:
+    """A chapter with one exercise and its solution (tagged, marked)."""
+    return new_notebook(cells=[
+        new_markdown_cell("**Exercise.** Write `f`."),
+        new_code_cell(SOLVED, metadata={"tags": ["solution", "hide-input"]}),
+    ])
+
+
+def student_notebook() -> nbformat.NotebookNode:
+    """The same chapter as a student copy: no solution left."""
+    return new_notebook(cells=[new_markdown_cell("**Exercise.** Write `f`."),
+                               new_code_cell(UNSOLVED)])
+
+
+def write_nb(path: Path, nb: nbformat.NotebookNode) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def write_png(path: Path, size: tuple[int, int] = (16, 16)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size[1], size[0], 3), 90, np.uint8)).save(path)
+    return path
+
+
+def karpathy_mirror(tmp: Path, write_karpathy, name: str = "flickr8k") -> Path:
+    """A local mirror: caption_datasets.zip and the images archive of ``name`` (6 PNGs)."""
+    src = tmp / "src"
+    top = "Flicker8k_Dataset" if name == "flickr8k" else "flickr30k-images"
+    write_karpathy(src / f"dataset_{name}.json", src / top, size=(8, 8))
+    mirror = tmp / "mirror"
+    mirror.mkdir()
+    with zipfile.ZipFile(mirror / "caption_datasets.zip", "w") as zf:
+        zf.write(src / f"dataset_{name}.json", f"dataset_{name}.json")
+    if name == "flickr8k":
+        with zipfile.ZipFile(mirror / "Flickr8k_Dataset.zip", "w") as zf:
+            for p in sorted((src / top).iterdir()):
+                zf.write(p, f"{top}/{p.name}")
+    else:
+        with tarfile.open(tmp / "flickr30k-images.tar.gz", "w:gz") as tf:
+            tf.add(src / top, top)
+    return mirror
+
+
+HTML_PAGE = b"<!DOCTYPE html><html><body><h1>503 Service Unavailable</h1></body></html>\n"
+
+# ------------------------------------------------------------------ the command-line table
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad command line: ``setup(tmp_path)`` makes the files and returns the arguments.
+
+    ``after(tmp_path, before)`` checks the state afterwards; by default ``tmp_path`` must be
+    exactly as before the run (nothing lost, nothing left behind).
+    """
+
+    name: str
+    module: str
+    setup: Callable[[Path], list[object]]
+    message: str
+    after: Callable[[Path, dict], None] | None = None
+
+
+def _swapped(tmp: Path) -> list[object]:
+    write_nb(tmp / "notebooks" / "04.ipynb", instructor_notebook())
+    write_nb(tmp / "student" / "04.ipynb", student_notebook())
+    return [tmp / "student", tmp / "notebooks"]  # SRC and DST swapped
+
+
+def _dst_above_src(tmp: Path) -> list[object]:
+    write_nb(tmp / "x" / "04.ipynb", instructor_notebook())
+    write_nb(tmp / "x" / "sub" / "04.ipynb", student_notebook())
+    return [tmp / "x" / "sub", tmp / "x"]
+
+
+def _dst_above_src_other_names(tmp: Path) -> list[object]:
+    write_nb(tmp / "x" / "sub" / "05.ipynb", instructor_notebook())
+    return [tmp / "x" / "sub", tmp / "x"]
+
+
+def _dst_inside_src(tmp: Path) -> list[object]:
+    write_nb(tmp / "notebooks" / "04.ipynb", instructor_notebook())
+    return [tmp / "notebooks", tmp / "notebooks" / "student"]
+
+
+def _dst_is_src(tmp: Path) -> list[object]:
+    write_nb(tmp / "notebooks" / "04.ipynb", instructor_notebook())
+    return [tmp / "notebooks", tmp / "notebooks" / "." / "sub" / ".."]
+
+
+def _dst_is_a_file(tmp: Path) -> list[object]:
+    write_nb(tmp / "notebooks" / "04.ipynb", instructor_notebook())
+    (tmp / "out").write_text("my notes\n")
+    return [tmp / "notebooks", tmp / "out"]
+
+
+def _unreadable_dst_notebook(tmp: Path) -> list[object]:
+    write_nb(tmp / "notebooks" / "04.ipynb", instructor_notebook())
+    (tmp / "out").mkdir()
+    (tmp / "out" / "04.ipynb").write_text("{ half a notebook, the rest was lost")
+    return [tmp / "notebooks", tmp / "out"]
+
+
+def _later_notebook_broken(tmp: Path) -> list[object]:
+    write_nb(tmp / "notebooks" / "01.ipynb", instructor_notebook())
+    broken = new_notebook(cells=[new_code_cell("# BEGIN SOLUTION\nx = 1")])  # never closed
+    write_nb(tmp / "notebooks" / "02.ipynb", broken)
+    return [tmp / "notebooks", tmp / "out"]
+
+
+def _missing_src(tmp: Path) -> list[object]:
+    return [tmp / "no-such-folder", tmp / "out"]
+
+
+def _non_empty_out_dir(tmp: Path) -> list[object]:
+    out = tmp / "out"
+    (out / "shapes" / "test").mkdir(parents=True)
+    (out / "dataset_shapes.json").write_text('{"dataset": "shapes", "images": ["mine"]}')
+    write_png(out / "shapes" / "test" / "000000.png")
+    (out / "notes.txt").write_text("keep me\n")
+    return [out, "--n-test", "2", "--image-size", "32"]
+
+
+def _out_dir_is_a_file(tmp: Path) -> list[object]:
+    (tmp / "out").write_text("my notes\n")
+    return [tmp / "out", "--n-test", "2"]
+
+
+def _corrupt_image(tmp: Path) -> list[object]:
+    (tmp / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    return ["--checkpoint", tmp / "model.pt", tmp / "broken.png", "--out-dir", tmp / "figs"]
+
+
+def _missing_checkpoint(tmp: Path) -> list[object]:
+    write_png(tmp / "a.png")
+    return ["--checkpoint", tmp / "none.pt", tmp / "a.png", "--out-dir", tmp / "figs"]
+
+
+def _no_new_files(tmp: Path, before: dict) -> None:
+    """Folders may appear (``data/``), files may not; nothing that was there changes."""
+    now = tree(tmp)
+    assert {k: v for k, v in now.items() if k in before} == before
+    assert [k for k, v in now.items() if k not in before and v is not None] == []
+
+
+def _html_mirror(tmp: Path, write_karpathy) -> list[object]:
+    mirror = karpathy_mirror(tmp, write_karpathy)
+    (mirror / "Flickr8k_Dataset.zip").write_bytes(HTML_PAGE)  # what a proxy sends on an error
+    return ["flickr8k", "--root", tmp / "data", "--mirror", mirror.as_uri(), "--no-progress"]
+
+
+def _html_not_trusted(tmp: Path, before: dict) -> None:
+    sums = json.loads((tmp / "data" / "checksums.json").read_text())
+    assert "Flickr8k_Dataset.zip" not in sums  # the HTML page was not recorded as trusted
+    assert "caption_datasets.zip" in sums  # the good archive was (it was extracted)
+    ds = tmp / "data" / "flickr8k"
+    assert not (ds / "images").exists()
+    assert not list(ds.glob(".extract-*")) and not (ds / ".done-Flickr8k_Dataset.zip").exists()
+
+
+CASES: list[Case] = [
+    Case("student: SRC and DST swapped", "sat_core.student", _swapped, "holds solutions"),
+    Case("student: DST above SRC, same names", "sat_core.student", _dst_above_src,
+         "contains SRC_DIR"),
+    Case("student: DST above SRC, other names", "sat_core.student", _dst_above_src_other_names,
+         "contains SRC_DIR"),
+    Case("student: DST inside SRC", "sat_core.student", _dst_inside_src, "is inside SRC_DIR"),
+    Case("student: DST is SRC", "sat_core.student", _dst_is_src, "is SRC_DIR"),
+    Case("student: DST is a file", "sat_core.student", _dst_is_a_file, "is a file"),
+    Case("student: DST holds an unreadable notebook", "sat_core.student",
+         _unreadable_dst_notebook, "not a readable notebook"),
+    Case("student: a later notebook breaks the convention", "sat_core.student",
+         _later_notebook_broken, "02.ipynb, cell 0"),
+    Case("student: SRC missing", "sat_core.student", _missing_src, "is not a folder"),
+    Case("student: no arguments", "sat_core.student", lambda tmp: [],
+         "the following arguments are required"),
+    Case("shapes: OUT_DIR not empty", "sat_core.data.shapes", _non_empty_out_dir, "--force"),
+    Case("shapes: negative seed", "sat_core.data.shapes",
+         lambda tmp: [tmp / "out", "--seed", "-1"], "--seed"),
+    Case("shapes: nothing to write", "sat_core.data.shapes",
+         lambda tmp: [tmp / "out", "--n-test", "0"], "at least one image"),
+    Case("shapes: image too small", "sat_core.data.shapes",
+         lambda tmp: [tmp / "out", "--image-size", "8"], "--image-size"),
+    Case("shapes: OUT_DIR is a file", "sat_core.data.shapes",
+         _out_dir_is_a_file, "is a file"),
+    Case("shapes: unknown option", "sat_core.data.shapes",
+         lambda tmp: [tmp / "out", "--colour", "red"], "unrecognized arguments"),
+    Case("caption: corrupt image", "sat_core.caption", _corrupt_image, "broken.png"),
+    Case("caption: missing checkpoint", "sat_core.caption", _missing_checkpoint, "none.pt"),
+    Case("caption: no image", "sat_core.caption", lambda tmp: ["--checkpoint", "x.pt"],
+         "the following arguments are required"),
+    Case("download: unknown dataset", "sat_core.data.download",
+         lambda tmp: ["imagenet", "--root", tmp / "data"], "invalid choice"),
+    Case("download: mirror unreachable", "sat_core.data.download",
+         lambda tmp: ["flickr8k", "--root", tmp / "data", "--mirror", (tmp / "gone").as_uri(),
+                      "--no-progress"], "failed", _no_new_files),
+    Case("download: images archive missing", "sat_core.data.download",
+         lambda tmp: ["flickr30k", "--root", tmp / "data", "--images-archive",
+                      tmp / "none.tar.gz", "--mirror", (tmp / "gone").as_uri(), "--no-progress"],
+         "none.tar.gz", _no_new_files),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_command_line_is_one_line_and_loses_nothing(case: Case, tmp_path: Path) -> None:
+    args = case.setup(tmp_path)
+    before = tree(tmp_path)
+    proc = run_module(case.module, *args)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert case.message in lines[0]
+    assert "Traceback" not in proc.stderr
+    if case.after is None:
+        assert tree(tmp_path) == before  # nothing lost, nothing left behind
+    else:
+        case.after(tmp_path, before)
+
+
+def test_html_page_saved_as_the_zip(tmp_path, write_karpathy):
+    args = _html_mirror(tmp_path, write_karpathy)
+    proc = run_module("sat_core.data.download", *args)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr
+    assert "Flickr8k_Dataset.zip" in lines[0] and "neither a zip nor a tar" in lines[0]
+    _html_not_trusted(tmp_path, {})
+
+
+def test_sat_debug_shows_the_traceback(tmp_path):
+    args = _swapped(tmp_path)
+    before = tree(tmp_path)
+    proc = run_module("sat_core.student", *args, debug=True)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "holds solutions" in proc.stderr
+    assert tree(tmp_path) == before
+
+
+# ------------------------------------------------------------------------------ the student
+
+
+def test_student_copy_may_overwrite_an_older_student_copy(tmp_path):
+    from sat_core.student import main
+
+    write_nb(tmp_path / "notebooks" / "04.ipynb", instructor_notebook())
+    write_nb(tmp_path / "out" / "04.ipynb", student_notebook())  # last `make student`
+    assert main([str(tmp_path / "notebooks"), str(tmp_path / "out")]) == 0
+    text = "".join(c.source for c in nbformat.read(tmp_path / "out" / "04.ipynb", 4).cells)
+    assert 'raise NotImplementedError("Your code here")' in text and "x + 1" not in text
+
+
+@pytest.mark.parametrize("cell", [
+    new_code_cell("x = 1", metadata={"tags": ["solution"]}),
+    new_code_cell("# BEGIN SOLUTION\nx = 1\n# END SOLUTION"),
+    new_markdown_cell(":::{admonition} Answers\n:class: dropdown\nIt is 1.\n:::"),
+], ids=["tag", "markers", "answers"])
+def test_every_kind_of_solution_is_protected(tmp_path, cell):
+    from sat_core.student import StudentCopyError, make_student_copy
+
+    write_nb(tmp_path / "src" / "a.ipynb", student_notebook())
+    dst = write_nb(tmp_path / "dst" / "a.ipynb", new_notebook(cells=[cell]))
+    before = dst.read_bytes()
+    with pytest.raises(StudentCopyError, match="holds solutions"):
+        make_student_copy(tmp_path / "src", tmp_path / "dst")
+    assert dst.read_bytes() == before
+
+
+# ------------------------------------------------------------------------------- the Shapes
+
+
+def test_shapes_force_replaces_only_its_own_files(tmp_path, capsys):
+    from sat_core.data.shapes import main
+
+    out = tmp_path / "out"
+    assert main([str(out), "--n-test", "5", "--n-train", "2", "--image-size", "32"]) == 0
+    (out / "notes.txt").write_text("keep me\n")
+    write_png(out / "shapes" / "test" / "my_drawing.png")
+    old_json = (out / "dataset_shapes.json").read_bytes()
+    capsys.readouterr()
+
+    assert main([str(out), "--n-test", "2", "--image-size", "32", "--seed", "3"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert (out / "dataset_shapes.json").read_bytes() == old_json  # refused: nothing touched
+
+    assert main([str(out), "--n-test", "2", "--image-size", "32", "--seed", "3", "--force"]) == 0
+    data = json.loads((out / "dataset_shapes.json").read_text())
+    assert [im["filename"] for im in data["images"]] == ["000000.png", "000001.png"]
+    assert sorted(p.name for p in (out / "shapes" / "test").iterdir()) == [
+        "000000.png", "000001.png", "my_drawing.png"]  # stale 000002-000004 gone, mine kept
+    assert not (out / "shapes" / "train").exists()  # the old train split is gone too
+    assert (out / "notes.txt").read_text() == "keep me\n"
+
+
+# ------------------------------------------------------------------------------- the images
+
+
+def loaded_pixels(path: Path, size: int) -> np.ndarray:
+    """What the loader feeds the model, as 0..255 values (its normalisation undone)."""
+    x = load_image_file(path, image_size=size)
+    return denormalize_image(x) * 255.0
+
+
+def grey(values: list[list[float]]) -> np.ndarray:
+    """(H, W) grey levels -> the (H, W, 3) RGB the loader should give."""
+    a = np.asarray(values, dtype=np.float64)
+    return np.repeat(a[..., None], 3, axis=-1)
+
+
+def test_16_bit_png_is_scaled_not_clipped(tmp_path):
+    levels = np.array([[0, 257 * 10], [65535, 32896]], dtype=np.uint16)
+    Image.fromarray(levels).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    got = loaded_pixels(tmp_path / "deep.png", 2)
+    np.testing.assert_allclose(got, grey([[0, 10], [255, 128]]), atol=1e-3)
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ([[0.0, 0.2], [0.6, 1.0]], [[0, 51], [153, 255]]),  # in [0, 1]: times 255
+    ([[-5.0, 8.0], [30.0, 40.0]], [[0, 51], [191, 255]]),  # else: negatives 0, the max 255
+], ids=["unit-range", "any-range"])
+def test_32_bit_float_tiff(tmp_path, values, expected):
+    Image.fromarray(np.array(values, dtype=np.float32)).save(tmp_path / "f.tif")
+    assert Image.open(tmp_path / "f.tif").mode == "F"
+    np.testing.assert_allclose(loaded_pixels(tmp_path / "f.tif", 2), grey(expected), atol=1e-3)
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ([[0, 2570], [65535, -3]], [[0, 10], [255, 0]]),  # 16-bit levels stored as int32
+    ([[0, 100000], [51000, 255000]], [[0, 100], [51, 255]]),  # wider: scaled by the max
+], ids=["16-bit-range", "wider"])
+def test_32_bit_integer_tiff(tmp_path, values, expected):
+    Image.fromarray(np.array(values, dtype=np.int32)).save(tmp_path / "i.tif")
+    assert Image.open(tmp_path / "i.tif").mode == "I"
+    np.testing.assert_allclose(loaded_pixels(tmp_path / "i.tif", 2), grey(expected), atol=1e-3)
+
+
+def test_exif_rotated_jpeg_is_turned_upright(tmp_path):
+    rgb = np.zeros((16, 32, 3), np.uint8)  # stored 32 wide, 16 high: red left, blue right
+    rgb[:, :16] = (255, 0, 0)
+    rgb[:, 16:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    Image.fromarray(rgb).save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+    got = loaded_pixels(tmp_path / "phone.jpg", 16)  # upright: red on top, blue below
+    np.testing.assert_allclose(got[3, 12], [255, 0, 0], atol=12)  # top right quadrant
+    np.testing.assert_allclose(got[12, 3], [0, 0, 255], atol=12)  # bottom left quadrant
+
+
+def test_karpathy_split_reads_a_16_bit_image(tiny_karpathy):
+    path = tiny_karpathy.path_of(0)
+    Image.fromarray(np.full((12, 20), 257 * 200, np.uint16)).save(path)  # replaces image 0
+    splits = load_karpathy(tiny_karpathy.json_path, tiny_karpathy.image_root, image_size=4)
+    rec = next(r for r in splits["train"].records if r.image_id == 0)
+    got = denormalize_image(splits["train"].load_image(rec)) * 255.0
+    np.testing.assert_allclose(got, np.full((4, 4, 3), 200.0), atol=1e-3)
+
+
+def test_truncated_16_bit_png_names_the_file(tmp_path):
+    Image.fromarray(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16).save(
+        tmp_path / "deep.png")
+    data = (tmp_path / "deep.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageLoadError, match="cut.png") as info:
+        load_image_file(tmp_path / "cut.png", image_size=8)
+    assert info.value.path == str(tmp_path / "cut.png")
+
+
+def test_caption_accepts_the_images_the_loader_reads(tmp_path):
+    from sat_core.caption import check_images
+
+    Image.fromarray(np.full((4, 4), 1000, np.uint16)).save(tmp_path / "deep.png")
+    Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(tmp_path / "f.tif")
+    check_images([tmp_path / "deep.png", tmp_path / "f.tif"])  # no error
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00" + b"\x00" * 12)
+    with pytest.raises(ImageLoadError, match="broken.tif"):
+        check_images([tmp_path / "deep.png", tmp_path / "broken.tif"])
+
+
+# ---------------------------------------------------------------------------- the downloads
+
+
+KILL_HALF_WAY = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    from sat_core.data import download as dl
+
+    real_extract, seen = dl.safe_extract, []
+
+    def extract_half_then_die(archive, dest, *, only=None):
+        def first_half(name):
+            if only is not None and not only(name):
+                return False
+            if name.endswith(".png"):
+                seen.append(name)
+                return len(seen) <= 3
+            return True
+        real_extract(archive, dest, only=first_half)
+        if seen:  # the images archive: killed with 3 of its 6 images written
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_extract(archive, dest, only=only)
+
+    dl.safe_extract = extract_half_then_die
+    dl.prepare_dataset(sys.argv[1], sys.argv[2], mirror=sys.argv[3] or None,
+                       images_archive=sys.argv[4] or None, progress=False)
+""")
+
+KILL_WHILE_PLACING = textwrap.dedent("""
+    import os, shutil, signal, sys
+    from sat_core.data import download as dl
+
+    placed = set()
+
+    def dying(real):
+        def move(src, dst, *args, **kw):
+            if ".extract-" in str(src) and str(src).endswith(".png"):
+                placed.add(str(src))
+                if len(placed) > 3:  # killed with 3 of the 6 images in place
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return real(src, dst, *args, **kw)
+        return move
+
+    shutil.move, os.replace, os.rename = dying(shutil.move), dying(os.replace), dying(os.rename)
+    dl.prepare_dataset(sys.argv[1], sys.argv[2], mirror=sys.argv[3] or None,
+                       images_archive=sys.argv[4] or None, progress=False)
+""")
+
+
+def run_script(script: str, *args: object) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def test_extraction_killed_half_way_is_redone(tmp_path, write_karpathy):
+    mirror = karpathy_mirror(tmp_path, write_karpathy)
+    root = tmp_path / "data"
+    killed = run_script(KILL_HALF_WAY, "flickr8k", root, mirror.as_uri(), "")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    ds = root / "flickr8k"
+    assert not (ds / ".done-Flickr8k_Dataset.zip").exists()
+    assert not (ds / "images").exists() or not any((ds / "images").iterdir())
+    assert list(ds.glob(".extract-*"))  # the kill left its temp folder, as a real kill does
+
+    assert dl.prepare_dataset("flickr8k", root, mirror=mirror.as_uri(), progress=False) == ds
+    assert len(list((ds / "images").glob("*.png"))) == 6
+    assert list(ds.glob(".extract-*")) == []  # the killed run's temp folder was removed
+    assert (ds / ".done-Flickr8k_Dataset.zip").exists()
+
+
+def test_killed_while_placing_the_images_is_never_ready_with_part(tmp_path, write_karpathy):
+    mirror = karpathy_mirror(tmp_path, write_karpathy, "flickr30k")
+    archive = tmp_path / "flickr30k-images.tar.gz"
+    root = tmp_path / "data"
+    first = run_script(KILL_WHILE_PLACING, "flickr30k", root, mirror.as_uri(), archive)
+    assert first.returncode in (0, -signal.SIGKILL), first.stderr
+    images = root / "flickr30k" / "images"
+    try:  # a rerun without the archive: either it is all there, or it says what is missing
+        dl.prepare_dataset("flickr30k", root, progress=False)
+    except dl.ManualDownloadRequired:
+        assert not images.exists() or not any(images.iterdir())
+    else:
+        assert len(list(images.glob("*.png"))) == 6
+    assert list((root / "flickr30k").glob(".extract-*")) == []
+
+
+def test_a_finished_extraction_killed_before_it_was_moved_is_moved_on_rerun(
+        tmp_path, write_karpathy, monkeypatch):
+    mirror = karpathy_mirror(tmp_path, write_karpathy, "flickr30k")
+    archive = tmp_path / "flickr30k-images.tar.gz"
+    root = tmp_path / "data"
+
+    real_commit = dl._commit_stage
+
+    def killed(stage: Path, ds_dir: Path) -> None:
+        if json.loads((stage / dl.STAGE_MARKER).read_text())["target"] != "images":
+            return real_commit(stage, ds_dir)  # the captions JSON goes into place
+        raise KeyboardInterrupt  # stands for a kill: the images' stage stays, marked complete
+
+    with monkeypatch.context() as m:
+        m.setattr(dl, "_commit_stage", killed)
+        m.setattr(dl.shutil, "rmtree", lambda *a, **k: None)  # a killed run cleans nothing
+        with pytest.raises(KeyboardInterrupt):
+            dl.prepare_dataset("flickr30k", root, mirror=mirror.as_uri(), images_archive=archive,
+                               progress=False)
+    ds = root / "flickr30k"
+    assert [p for p in ds.glob(".extract-*") if (p / dl.STAGE_MARKER).exists()]
+    archive.unlink()  # the rerun needs no archive: the finished extraction is in the stage
+    dl.prepare_dataset("flickr30k", root, progress=False)
+    assert len(list((ds / "images").glob("*.png"))) == 6
+    assert list(ds.glob(".extract-*")) == []
+
+
+def test_interrupted_extraction_leaves_nothing_behind(tmp_path, write_karpathy, monkeypatch):
+    mirror = karpathy_mirror(tmp_path, write_karpathy)
+    root = tmp_path / "data"
+    real = dl.safe_extract
+
+    def interrupted(archive, dest, *, only=None):
+        real(archive, dest, only=only)
+        if Path(archive).name == "Flickr8k_Dataset.zip":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(dl, "safe_extract", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        dl.prepare_dataset("flickr8k", root, mirror=mirror.as_uri(), progress=False)
+    ds = root / "flickr8k"
+    assert not (ds / "images").exists() and list(ds.glob(".extract-*")) == []
+    monkeypatch.setattr(dl, "safe_extract", real)
+    dl.prepare_dataset("flickr8k", root, mirror=mirror.as_uri(), progress=False)
+    assert len(list((ds / "images").glob("*.png"))) == 6
+
+
+def test_bad_download_is_not_trusted_and_the_good_one_is_accepted(tmp_path, write_karpathy):
+    mirror = karpathy_mirror(tmp_path, write_karpathy)
+    good = (mirror / "Flickr8k_Dataset.zip").read_bytes()
+    (mirror / "Flickr8k_Dataset.zip").write_bytes(HTML_PAGE)
+    root = tmp_path / "data"
+    with pytest.raises(dl.ArchiveError, match="neither a zip nor a tar"):
+        dl.prepare_dataset("flickr8k", root, mirror=mirror.as_uri(), progress=False)
+    sums = json.loads((root / "checksums.json").read_text())
+    assert "Flickr8k_Dataset.zip" not in sums
+
+    (root / "downloads" / "Flickr8k_Dataset.zip").unlink()  # as the error message says
+    (mirror / "Flickr8k_Dataset.zip").write_bytes(good)  # the server is back
+    dl.prepare_dataset("flickr8k", root, mirror=mirror.as_uri(), progress=False)
+    sums = json.loads((root / "checksums.json").read_text())
+    assert sums["Flickr8k_Dataset.zip"] == sha(good)
+    assert len(list((root / "flickr8k" / "images").glob("*.png"))) == 6
+
+
+def test_corrupt_zip_is_an_archive_error_naming_it(tmp_path, write_karpathy):
+    mirror = karpathy_mirror(tmp_path, write_karpathy)
+    data = bytearray((mirror / "Flickr8k_Dataset.zip").read_bytes())
+    start = data.index(b"\x89PNG")  # damage the first image's bytes: its CRC no longer matches
+    data[start + 20: start + 30] = b"\xff" * 10
+    (mirror / "Flickr8k_Dataset.zip").write_bytes(bytes(data))
+    root = tmp_path / "data"
+    with pytest.raises(dl.ArchiveError, match="Flickr8k_Dataset.zip"):
+        dl.prepare_dataset("flickr8k", root, mirror=mirror.as_uri(), progress=False)
+    ds = root / "flickr8k"
+    assert not (ds / "images").exists() and list(ds.glob(".extract-*")) == []
+    assert "Flickr8k_Dataset.zip" not in json.loads((root / "checksums.json").read_text())
