@@ -507,8 +507,7 @@ def _train(cfg: TrainConfig, run: Dist, resume: str | Path | None,
     seed_everything(cfg.seed)
     data, model = _data_and_model(cfg, run, out_dir)
     optim = _optimisation(cfg, model, len(data.sampler), run)
-    ckpt = _resume_checkpoint(cfg, run, resume, out_dir / "last.pt", data.vocab)
-    state = _restore_training(ckpt, model, optim) if ckpt is not None else _State()
+    state, ckpt = _resume(cfg, run, resume, model, optim, data.vocab)
     forward = _wrap_forward(model, run, do_compile)
     if ckpt is not None:  # the very last thing before training: the random states
         _restore_rng(ckpt, run, optim.hard_gen)
@@ -566,35 +565,34 @@ def _optimisation(cfg: TrainConfig, model: Captioner, steps_per_epoch: int, run:
     return _Optim(opt, sched, scaler, baseline, hard_gen)
 
 
-def _resume_checkpoint(cfg: TrainConfig, run: Dist, resume: str | Path | None, last_path: Path,
-                       vocab: Vocabulary) -> dict[str, Any] | None:
-    """The checkpoint to continue from (``"auto"``: ``last.pt`` if it exists), or None."""
+def _resume(cfg: TrainConfig, run: Dist, resume: str | Path | None, model: Captioner,
+            optim: _Optim, vocab: Vocabulary) -> tuple[_State, dict[str, Any] | None]:
+    """Continue from ``resume`` (``"auto"``: ``<out_dir>/last.pt`` if it exists): weights,
+    optimizer, schedule, scaler, baseline and the loop's position. Returns the state and the
+    checkpoint, whose random states :func:`_restore_rng` restores last; a fresh state if none."""
     if resume is None:
-        return None
-    path = last_path if str(resume) == "auto" else Path(resume)
+        return _State(), None
+    path = Path(cfg.out_dir) / "last.pt" if str(resume) == "auto" else Path(resume)
     if str(resume) == "auto" and not path.exists():
         _say(run, f"--resume auto: no {path} yet, starting a fresh run")
-        return None
+        return _State(), None
     ckpt = load_checkpoint(path, vocab=vocab, config=cfg, map_location=run.device)
     changed = {k: v for k, v in config_diff(ckpt["config"], cfg).items()
                if k not in RUNTIME_FIELDS}
     if changed:
         _say(run, f"resuming {path} with changed settings (checkpoint -> now): {changed}")
-    _say(run, f"resuming {path}: epoch {ckpt['epoch'] + 1}, batch {ckpt['batch_in_epoch']}, "
-              f"step {ckpt['step']}")
-    return ckpt
-
-
-def _restore_training(ckpt: dict[str, Any], model: Captioner, optim: _Optim) -> _State:
-    """Weights, optimizer, schedule, scaler and baseline from ``ckpt``; the loop's position."""
     model.load_state_dict(ckpt["model"])
     optim.opt.load_state_dict(ckpt["optimizer"])
     optim.sched.load_state_dict(ckpt["scheduler"])
     if ckpt.get("scaler"):
         optim.scaler.load_state_dict(ckpt["scaler"])
     optim.baseline.load_state_dict(ckpt["baseline"])
-    return _State(epoch=ckpt["epoch"], batch_in_epoch=ckpt["batch_in_epoch"], step=ckpt["step"],
-                  best=ckpt["best"], history=ckpt["history"], epoch_stats=ckpt["epoch_stats"])
+    state = _State(epoch=ckpt["epoch"], batch_in_epoch=ckpt["batch_in_epoch"],
+                   step=ckpt["step"], best=ckpt["best"], history=ckpt["history"],
+                   epoch_stats=ckpt["epoch_stats"])
+    _say(run, f"resuming {path}: epoch {state.epoch + 1}, batch {state.batch_in_epoch}, "
+              f"step {state.step}")
+    return state, ckpt
 
 
 def _wrap_forward(model: Captioner, run: Dist, do_compile: bool) -> nn.Module:
