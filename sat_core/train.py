@@ -42,14 +42,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from sat_core.checkpoint import (
-    CheckpointError,
-    capture_rng_state,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-    to_plain,
-)
+from sat_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from sat_core.config import (
     RUNTIME_FIELDS,
     ConfigError,
@@ -73,6 +66,7 @@ from sat_core.distributed import Dist, setup_distributed
 from sat_core.losses import MovingAverageBaseline, attention_entropy, caption_loss
 from sat_core.metrics import corpus_bleu
 from sat_core.model import Captioner, build_model, teacher_forcing
+from sat_core.run_state import RunState, restore_rng_states, rng_states
 from sat_core.text import Vocabulary
 
 LOG_FIELDS = (
@@ -392,20 +386,6 @@ class TrainResult:
 
 
 @dataclass
-class _State:
-    """Everything that moves during training and goes into ``last.pt``."""
-
-    epoch: int = 0  # the epoch in progress (0-based)
-    batch_in_epoch: int = 0  # batches of that epoch already done
-    step: int = 0  # optimizer steps done in total
-    best: dict[str, Any] = field(default_factory=lambda: {"bleu4": None, "epoch": None,
-                                                          "step": None, "bad_epochs": 0})
-    history: list[dict[str, Any]] = field(default_factory=list)
-    epoch_stats: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
-        ("loss", "nll", "tokens", "batches", "time", "entropy"), 0.0))
-
-
-@dataclass
 class _Data:
     """The splits, the vocabulary, and the training captions in batches of equal length."""
 
@@ -437,7 +417,7 @@ class _Loop:
     model: Captioner
     forward: nn.Module  # the model's teacher-forced forward pass, under DDP / compile
     optim: _Optim
-    state: _State
+    state: RunState
     out_dir: Path
     step_log: StepLog | None  # rank 0 only
     stop_after_steps: int | None = None
@@ -566,16 +546,16 @@ def _optimisation(cfg: TrainConfig, model: Captioner, steps_per_epoch: int, run:
 
 
 def _resume(cfg: TrainConfig, run: Dist, resume: str | Path | None, model: Captioner,
-            optim: _Optim, vocab: Vocabulary) -> tuple[_State, dict[str, Any] | None]:
+            optim: _Optim, vocab: Vocabulary) -> tuple[RunState, dict[str, Any] | None]:
     """Continue from ``resume`` (``"auto"``: ``<out_dir>/last.pt`` if it exists): weights,
     optimizer, schedule, scaler, baseline and the loop's position. Returns the state and the
     checkpoint, whose random states :func:`_restore_rng` restores last; a fresh state if none."""
     if resume is None:
-        return _State(), None
+        return RunState(), None
     path = Path(cfg.out_dir) / "last.pt" if str(resume) == "auto" else Path(resume)
     if str(resume) == "auto" and not path.exists():
         _say(run, f"--resume auto: no {path} yet, starting a fresh run")
-        return _State(), None
+        return RunState(), None
     ckpt = load_checkpoint(path, vocab=vocab, config=cfg, map_location=run.device)
     changed = {k: v for k, v in config_diff(ckpt["config"], cfg).items()
                if k not in RUNTIME_FIELDS}
@@ -587,9 +567,7 @@ def _resume(cfg: TrainConfig, run: Dist, resume: str | Path | None, model: Capti
     if ckpt.get("scaler"):
         optim.scaler.load_state_dict(ckpt["scaler"])
     optim.baseline.load_state_dict(ckpt["baseline"])
-    state = _State(epoch=ckpt["epoch"], batch_in_epoch=ckpt["batch_in_epoch"],
-                   step=ckpt["step"], best=ckpt["best"], history=ckpt["history"],
-                   epoch_stats=ckpt["epoch_stats"])
+    state = RunState.from_checkpoint(ckpt)
     _say(run, f"resuming {path}: epoch {state.epoch + 1}, batch {state.batch_in_epoch}, "
               f"step {state.step}")
     return state, ckpt
@@ -609,24 +587,19 @@ def _wrap_forward(model: Captioner, run: Dist, do_compile: bool) -> nn.Module:
 # --- random states and checkpoints --------------------------------------------------------------
 
 
-def _rng_states(run: Dist, hard_gen: torch.Generator) -> dict[str, Any]:
-    """Every rank's random states (a collective: every rank takes part)."""
-    return {"ranks": run.gather(to_plain(capture_rng_state({"hard": hard_gen})))}
-
-
 def _restore_rng(ckpt: dict[str, Any], run: Dist, hard_gen: torch.Generator) -> None:
-    """This rank's random states from ``ckpt`` (rank r of the run that wrote it)."""
-    ranks = ckpt["rng"]["ranks"]
-    if len(ranks) != run.world:
-        _say(run, f"the checkpoint was written by {len(ranks)} processes, this run has "
-                  f"{run.world}: random states are not continued exactly")
-    restore_rng_state(ranks[run.rank % len(ranks)], {"hard": hard_gen})
+    """This rank's random states from ``ckpt``; a warning if another number of processes
+    wrote it."""
+    if len(ckpt["rng"]["ranks"]) != run.world:
+        _say(run, f"the checkpoint was written by {len(ckpt['rng']['ranks'])} processes, this run "
+                  f"has {run.world}: random states are not continued exactly")
+    restore_rng_states(ckpt["rng"], run, hard_gen)
 
 
 def _save(loop: _Loop, path: Path) -> None:
     """``last.pt`` or ``best.pt``: everything a resumed run needs (written by rank 0)."""
     o, state = loop.optim, loop.state
-    rng = _rng_states(loop.run, o.hard_gen)  # collective: every rank takes part
+    rng = rng_states(loop.run, o.hard_gen)  # collective: every rank takes part
     if loop.run.main:
         save_checkpoint(path, model=loop.model, optimizer=o.opt, scheduler=o.sched,
                         vocab=loop.data.vocab, config=loop.cfg, epoch=state.epoch,
@@ -710,7 +683,7 @@ def _run_batches(loop: _Loop) -> str | None:
     return stop
 
 
-def _count_step(state: _State, batch: CaptionBatch, parts: dict[str, Tensor]) -> float:
+def _count_step(state: RunState, batch: CaptionBatch, parts: dict[str, Tensor]) -> float:
     """Advance the position by one step; add its token-weighted loss to the epoch's sums.
     Returns the step's number of predicted words."""
     state.step += 1
@@ -743,7 +716,7 @@ def _close_epoch(loop: _Loop) -> None:
     state = loop.state
     epoch = state.epoch
     state.epoch, state.batch_in_epoch = epoch + 1, 0
-    state.epoch_stats = _State().epoch_stats
+    state.epoch_stats = RunState().epoch_stats
     if loop.run.main:
         write_logs(loop.out_dir, loop.cfg, state.history)
     if state.best["epoch"] == epoch + 1:  # the same decision on every rank (broadcast)
@@ -754,7 +727,7 @@ def _close_epoch(loop: _Loop) -> None:
 def _train_step(cfg: TrainConfig, batch: CaptionBatch, forward: nn.Module,
                 opt: torch.optim.Optimizer, sched: Any, scaler: torch.amp.GradScaler,
                 baseline: MovingAverageBaseline, hard_gen: torch.Generator,
-                device: torch.device, run: Dist, state: _State, last_path: Path,
+                device: torch.device, run: Dist, state: RunState, last_path: Path,
                 ) -> dict[str, Tensor]:
     """One optimizer step on one batch (teacher forcing, Eq. 14 / Eq. 12 loss, clipping)."""
     batch = batch.to(device, non_blocking=True)
@@ -796,7 +769,7 @@ def _train_step(cfg: TrainConfig, batch: CaptionBatch, forward: nn.Module,
     return parts
 
 
-def _end_of_epoch(cfg: TrainConfig, state: _State, model: Captioner, splits: dict[str, Split],
+def _end_of_epoch(cfg: TrainConfig, state: RunState, model: Captioner, splits: dict[str, Split],
                   vocab: Vocabulary, sched: Any, run: Dist, device: torch.device) -> str:
     """Validate (rank 0), log, update best / early stopping, broadcast the decision."""
     epoch = state.epoch
