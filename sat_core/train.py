@@ -17,7 +17,8 @@ One loop for every chapter and every dataset (Sec. 4.3 and 5 of Xu et al., 2015)
 ``--resume`` continues a run bit for bit: weights, optimizer, schedule, position inside the
 epoch, baseline and every random-number state are in the checkpoint. Under ``torchrun`` each
 process trains on its share of the batches (DistributedDataParallel); rank 0 alone validates,
-writes files and shows progress.
+writes files and shows progress (:mod:`sat_core.distributed`; what a checkpoint holds besides the
+weights: :mod:`sat_core.run_state`).
 """
 
 from __future__ import annotations
