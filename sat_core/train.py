@@ -17,7 +17,8 @@ One loop for every chapter and every dataset (Sec. 4.3 and 5 of Xu et al., 2015)
 ``--resume`` continues a run bit for bit: weights, optimizer, schedule, position inside the
 epoch, baseline and every random-number state are in the checkpoint. Under ``torchrun`` each
 process trains on its share of the batches (DistributedDataParallel); rank 0 alone validates,
-writes files and shows progress.
+writes files and shows progress (:mod:`sat_core.distributed`; what a checkpoint holds besides the
+weights: :mod:`sat_core.run_state`).
 """
 
 from __future__ import annotations
@@ -38,19 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from sat_core.checkpoint import (
-    CheckpointError,
-    capture_rng_state,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-    to_plain,
-)
+from sat_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from sat_core.config import (
     RUNTIME_FIELDS,
     ConfigError,
@@ -69,10 +62,12 @@ from sat_core.data.batching import (
 from sat_core.data.datasets import CaptionDataset, ImageDataset, build_vocabulary, load_splits
 from sat_core.data.records import Split
 from sat_core.decoding import decode
-from sat_core.device import pick_device, seed_everything
+from sat_core.device import seed_everything
+from sat_core.distributed import Dist, setup_distributed
 from sat_core.losses import MovingAverageBaseline, attention_entropy, caption_loss
 from sat_core.metrics import corpus_bleu
 from sat_core.model import Captioner, build_model, teacher_forcing
+from sat_core.run_state import RunState, restore_rng_states, rng_states
 from sat_core.text import Vocabulary
 
 LOG_FIELDS = (
@@ -83,65 +78,6 @@ LOG_FIELDS = (
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
-
-
-# ----------------------------------------------------------------------------------------------
-# Processes: one, or several under torchrun
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Dist:
-    """Where this process stands: ``rank`` of ``world`` processes, on ``device``."""
-
-    rank: int = 0
-    world: int = 1
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    owns_group: bool = False  # we called init_process_group (and must destroy it)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
-
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier()
-
-    def broadcast(self, values: list[float]) -> list[float]:
-        """Rank 0's ``values`` on every rank."""
-        if not self.distributed:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.broadcast(t, src=0)
-        return t.tolist()
-
-    def any(self, flag: bool) -> bool:
-        """True on every rank if ``flag`` is True on any rank."""
-        if not self.distributed:
-            return flag
-        t = torch.tensor([float(flag)], device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
-
-
-def setup_distributed(cfg: TrainConfig) -> Dist:
-    """Read torchrun's RANK/WORLD_SIZE/LOCAL_RANK; init the process group (gloo/nccl) if > 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = pick_device(cfg.device)
-    if world <= 1:
-        return Dist(0, 1, device)
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    owns = not dist.is_initialized()
-    if owns:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Dist(rank, world, device, owns)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -451,17 +387,50 @@ class TrainResult:
 
 
 @dataclass
-class _State:
-    """Everything that moves during training and goes into ``last.pt``."""
+class _Data:
+    """The splits, the vocabulary, and the training captions in batches of equal length."""
 
-    epoch: int = 0  # the epoch in progress (0-based)
-    batch_in_epoch: int = 0  # batches of that epoch already done
-    step: int = 0  # optimizer steps done in total
-    best: dict[str, Any] = field(default_factory=lambda: {"bleu4": None, "epoch": None,
-                                                          "step": None, "bad_epochs": 0})
-    history: list[dict[str, Any]] = field(default_factory=list)
-    epoch_stats: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
-        ("loss", "nll", "tokens", "batches", "time", "entropy"), 0.0))
+    splits: dict[str, Split]
+    vocab: Vocabulary
+    train_set: CaptionDataset
+    sampler: LengthGroupedBatchSampler
+
+
+@dataclass
+class _Optim:
+    """What updates the weights: optimizer, lr schedule, fp16 scaler, the baseline b and the
+    generator of hard attention's draws (the sampled locations s~ and the 0.5 mixing coins)."""
+
+    opt: torch.optim.Optimizer
+    sched: Any
+    scaler: torch.amp.GradScaler
+    baseline: MovingAverageBaseline
+    hard_gen: torch.Generator
+
+
+@dataclass
+class _Loop:
+    """Everything the epochs share: one object instead of a dozen arguments."""
+
+    cfg: TrainConfig
+    run: Dist
+    data: _Data
+    model: Captioner
+    forward: nn.Module  # the model's teacher-forced forward pass, under DDP / compile
+    optim: _Optim
+    state: RunState
+    out_dir: Path
+    step_log: StepLog | None  # rank 0 only
+    stop_after_steps: int | None = None
+    seen: list[Tensor] | None = None  # dataset indices this rank trained on (dump_final_weights)
+
+    @property
+    def last_path(self) -> Path:
+        return self.out_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out_dir / "best.pt"
 
 
 def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
@@ -505,22 +474,51 @@ def train(
         return _train(cfg, run, resume, stop_after_steps, dump_final_weights)
     finally:
         torch.set_num_threads(threads)  # a notebook calling train() keeps its own setting
-        if run.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+        run.close()
 
 
 def _train(cfg: TrainConfig, run: Dist, resume: str | Path | None,
            stop_after_steps: int | None, dump_final_weights: bool) -> TrainResult:
-    device = run.device
-    do_compile = _check_runtime(cfg, device, run)
+    """The whole run: set up, resume, train epoch after epoch, finish. The order of the set-up
+    steps is the order of the random draws, which a resumed run must repeat exactly."""
+    do_compile = _check_runtime(cfg, run.device, run)
     out_dir = Path(cfg.out_dir)
     if run.main:
         out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
+    data, model = _data_and_model(cfg, run, out_dir)
+    optim = _optimisation(cfg, model, len(data.sampler), run)
+    state, ckpt = _resume(cfg, run, resume, model, optim, data.vocab)
+    forward = _wrap_forward(model, run, do_compile)
+    if ckpt is not None:  # the very last thing before training: the random states
+        _restore_rng(ckpt, run, optim.hard_gen)
+    step_log = StepLog(out_dir / "steps.csv", ckpt["step"] if ckpt else None) if run.main else None
+    loop = _Loop(cfg, run, data, model, forward, optim, state, out_dir, step_log,
+                 stop_after_steps, seen=[] if dump_final_weights else None)
 
-    # --- data, vocabulary, model -----------------------------------------------------------
+    status = "finished"
+    model.train()
+    while state.epoch < cfg.epochs and status == "finished":
+        status = _train_epoch(loop)
+
+    if dump_final_weights:
+        _dump_final_weights(loop)
+    scores = _finish(loop, status) if status != "interrupted" and run.main else None
+    run.barrier()
+    return TrainResult(out_dir=out_dir, status=status, epoch=state.epoch, step=state.step,
+                       best_bleu4=state.best["bleu4"],
+                       best_path=loop.best_path if loop.best_path.exists() else None,
+                       last_path=loop.last_path, history=state.history, test_scores=scores)
+
+
+# --- set-up ------------------------------------------------------------------------------------
+
+
+def _data_and_model(cfg: TrainConfig, run: Dist, out_dir: Path) -> tuple[_Data, Captioner]:
+    """Splits, vocabulary (saved to ``vocab.json``), the captioner, the feature cache if the
+    encoder is frozen, and the sampler of this rank's batches."""
     splits, vocab = load_data(cfg)
-    model = build_captioner(cfg, vocab, splits["train"]).to(device)
+    model = build_captioner(cfg, vocab, splits["train"]).to(run.device)
     if cfg.uses_feature_cache:
         splits = use_feature_cache(cfg, model.encoder, splits, run)
     if run.main:
@@ -529,174 +527,208 @@ def _train(cfg: TrainConfig, run: Dist, resume: str | Path | None,
     lengths = train_set.lengths if cfg.equal_length else [0] * len(train_set)
     sampler = LengthGroupedBatchSampler(lengths, cfg.batch_size, shuffle=True, seed=cfg.seed,
                                         num_replicas=run.world, rank=run.rank)
-    steps_per_epoch = len(sampler)
-    if steps_per_epoch == 0:
+    if len(sampler) == 0:
         raise ConfigError(f"the training split has {len(train_set)} captions: not one batch of "
                           f"{cfg.batch_size} per process; lower --batch-size")
+    return _Data(splits, vocab, train_set, sampler), model
 
+
+def _optimisation(cfg: TrainConfig, model: Captioner, steps_per_epoch: int, run: Dist) -> _Optim:
+    """Optimizer, schedule, scaler, baseline and hard-attention generator; then this rank's
+    dropout seed."""
     opt = make_optimizer(cfg, model)
     sched = make_scheduler(cfg, opt, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
     baseline = MovingAverageBaseline(momentum=cfg.baseline_decay)
-    hard_gen = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + 17 + run.rank)
+    hard_gen = torch.Generator(device=run.device).manual_seed(cfg.seed * 7919 + 17 + run.rank)
     if run.rank:  # dropout masks differ between ranks; the weights start equal (DDP broadcasts)
         torch.manual_seed(cfg.seed + 104729 * run.rank)
-    state = _State()
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    return _Optim(opt, sched, scaler, baseline, hard_gen)
 
-    ckpt = None
-    if resume is not None:
-        path = last_path if str(resume) == "auto" else Path(resume)
-        if str(resume) == "auto" and not path.exists():
-            _say(run, f"--resume auto: no {path} yet, starting a fresh run")
-        else:
-            ckpt = load_checkpoint(path, vocab=vocab, config=cfg, map_location=device)
-            changed = {k: v for k, v in config_diff(ckpt["config"], cfg).items()
-                       if k not in RUNTIME_FIELDS}
-            if changed:
-                _say(run, f"resuming {path} with changed settings (checkpoint -> now): {changed}")
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            sched.load_state_dict(ckpt["scheduler"])
-            if ckpt.get("scaler"):
-                scaler.load_state_dict(ckpt["scaler"])
-            baseline.load_state_dict(ckpt["baseline"])
-            state = _State(epoch=ckpt["epoch"], batch_in_epoch=ckpt["batch_in_epoch"],
-                           step=ckpt["step"], best=ckpt["best"], history=ckpt["history"],
-                           epoch_stats=ckpt["epoch_stats"])
-            _say(run, f"resuming {path}: epoch {state.epoch + 1}, batch {state.batch_in_epoch}, "
-                      f"step {state.step}")
 
+def _resume(cfg: TrainConfig, run: Dist, resume: str | Path | None, model: Captioner,
+            optim: _Optim, vocab: Vocabulary) -> tuple[RunState, dict[str, Any] | None]:
+    """Continue from ``resume`` (``"auto"``: ``<out_dir>/last.pt`` if it exists): weights,
+    optimizer, schedule, scaler, baseline and the loop's position. Returns the state and the
+    checkpoint, whose random states :func:`_restore_rng` restores last; a fresh state if none."""
+    if resume is None:
+        return RunState(), None
+    path = Path(cfg.out_dir) / "last.pt" if str(resume) == "auto" else Path(resume)
+    if str(resume) == "auto" and not path.exists():
+        _say(run, f"--resume auto: no {path} yet, starting a fresh run")
+        return RunState(), None
+    ckpt = load_checkpoint(path, vocab=vocab, config=cfg, map_location=run.device)
+    changed = {k: v for k, v in config_diff(ckpt["config"], cfg).items()
+               if k not in RUNTIME_FIELDS}
+    if changed:
+        _say(run, f"resuming {path} with changed settings (checkpoint -> now): {changed}")
+    model.load_state_dict(ckpt["model"])
+    optim.opt.load_state_dict(ckpt["optimizer"])
+    optim.sched.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("scaler"):
+        optim.scaler.load_state_dict(ckpt["scaler"])
+    optim.baseline.load_state_dict(ckpt["baseline"])
+    state = RunState.from_checkpoint(ckpt)
+    _say(run, f"resuming {path}: epoch {state.epoch + 1}, batch {state.batch_in_epoch}, "
+              f"step {state.step}")
+    return state, ckpt
+
+
+def _wrap_forward(model: Captioner, run: Dist, do_compile: bool) -> nn.Module:
+    """The teacher-forced forward pass, under DistributedDataParallel and torch.compile."""
     forward: nn.Module = TrainForward(model)
     if run.distributed:
         forward = nn.parallel.DistributedDataParallel(
-            forward, device_ids=[device.index] if device.type == "cuda" else None)
+            forward, device_ids=[run.device.index] if run.device.type == "cuda" else None)
     if do_compile:
         forward = torch.compile(forward)
+    return forward
 
-    # --- checkpoints -------------------------------------------------------------------------
-    def rng_state() -> dict[str, Any]:
-        mine = to_plain(capture_rng_state({"hard": hard_gen}))
-        if not run.distributed:
-            return {"ranks": [mine]}
-        every: list[Any] = [None] * run.world
-        dist.all_gather_object(every, mine)
-        return {"ranks": every}
 
-    def save(path: Path) -> None:
-        rng = rng_state()  # collective: every rank takes part
-        if run.main:
-            save_checkpoint(path, model=model, optimizer=opt, scheduler=sched, vocab=vocab,
-                            config=cfg, epoch=state.epoch, step=state.step, baseline=baseline,
-                            rng=rng, best=state.best, history=state.history,
-                            batch_in_epoch=state.batch_in_epoch, epoch_stats=state.epoch_stats,
-                            scaler=scaler.state_dict() if scaler.is_enabled() else None)
+# --- random states and checkpoints --------------------------------------------------------------
 
-    if ckpt is not None:  # the very last thing before training: the random states
-        ranks = ckpt["rng"]["ranks"]
-        if len(ranks) != run.world:
-            _say(run, f"the checkpoint was written by {len(ranks)} processes, this run has "
-                      f"{run.world}: random states are not continued exactly")
-        restore_rng_state(ranks[run.rank % len(ranks)], {"hard": hard_gen})
-    step_log = StepLog(out_dir / "steps.csv", ckpt["step"] if ckpt else None) if run.main else None
-    seen: list[Tensor] = []  # dataset indices this rank trained on (dump_final_weights)
-    status = "finished"
 
-    # --- epochs --------------------------------------------------------------------------------
-    model.train()
-    while state.epoch < cfg.epochs and status == "finished":
-        epoch = state.epoch
-        sampler.set_epoch(epoch)
-        batches = list(sampler)[state.batch_in_epoch:]  # skip what a resumed run already did
-        loader = DataLoader(train_set, batch_sampler=batches, collate_fn=collate_captions,
-                            num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                            generator=torch.Generator().manual_seed(cfg.seed + epoch))
-        bar = tqdm(total=steps_per_epoch, initial=state.batch_in_epoch, unit="batch",
-                   desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and run.main),
-                   dynamic_ncols=True, leave=False)
-        t_epoch, t_window, tok_window = time.perf_counter(), time.perf_counter(), 0
-        stop_epoch = False
-        for indices, batch in zip(batches, loader, strict=True):
-            parts = _train_step(cfg, batch, forward, opt, sched, scaler, baseline, hard_gen,
-                                device, run, state, last_path)
-            if dump_final_weights:
-                seen.append(torch.tensor(indices))
-            state.step += 1
-            state.batch_in_epoch += 1
-            tokens = float(batch.lengths.sum() - len(batch))
-            st = state.epoch_stats
-            st["loss"] += float(parts["loss"].detach()) * tokens
-            st["nll"] += float(parts["nll"]) * tokens
-            st["entropy"] = st.get("entropy", 0.0) + float(parts["attention_entropy"]) * tokens
-            st["tokens"] += tokens
-            st["batches"] += 1
-            tok_window += tokens
-            bar.update(1)
-            if cfg.log_every and state.step % cfg.log_every == 0:
-                now = time.perf_counter()
-                lr = opt.param_groups[0]["lr"]
-                bar.set_postfix(loss=f"{float(parts['loss'].detach()):.3f}",
-                                nll=f"{float(parts['nll']):.3f}", lr=f"{lr:.2g}",
-                                tok_s=f"{tok_window / max(now - t_window, 1e-9):.0f}")
-                t_window, tok_window = now, 0
-                if step_log:
-                    step_log.add(state.step, epoch + 1, float(parts["loss"].detach()),
-                                 float(parts["nll"]),
-                                 lr)
-            if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
-                state.epoch_stats["time"] += time.perf_counter() - t_epoch
-                t_epoch = time.perf_counter()
-                save(last_path)
-            if stop_after_steps is not None and state.step >= stop_after_steps:
-                status = "interrupted"
-                break
-            if cfg.max_steps and state.step >= cfg.max_steps:
-                stop_epoch = True
-                break
-        bar.close()
-        if status == "interrupted":
+def _restore_rng(ckpt: dict[str, Any], run: Dist, hard_gen: torch.Generator) -> None:
+    """This rank's random states from ``ckpt``; a warning if another number of processes
+    wrote it."""
+    if len(ckpt["rng"]["ranks"]) != run.world:
+        _say(run, f"the checkpoint was written by {len(ckpt['rng']['ranks'])} processes, this run "
+                  f"has {run.world}: random states are not continued exactly")
+    restore_rng_states(ckpt["rng"], run, hard_gen)
+
+
+def _save(loop: _Loop, path: Path) -> None:
+    """``last.pt`` or ``best.pt``: everything a resumed run needs (written by rank 0)."""
+    o, state = loop.optim, loop.state
+    rng = rng_states(loop.run, o.hard_gen)  # collective: every rank takes part
+    if loop.run.main:
+        save_checkpoint(path, model=loop.model, optimizer=o.opt, scheduler=o.sched,
+                        vocab=loop.data.vocab, config=loop.cfg, epoch=state.epoch,
+                        step=state.step, baseline=o.baseline, rng=rng, best=state.best,
+                        history=state.history, batch_in_epoch=state.batch_in_epoch,
+                        epoch_stats=state.epoch_stats,
+                        scaler=o.scaler.state_dict() if o.scaler.is_enabled() else None)
+
+
+# --- one epoch ----------------------------------------------------------------------------------
+
+
+def _train_epoch(loop: _Loop) -> str:
+    """One epoch (the rest of it after a resume): its batches, then validation, logs, checkpoints.
+    Returns the run's status: "finished" to go on, or why it stops."""
+    stop = _run_batches(loop)
+    if stop == "interrupted":
+        return stop
+    status = _end_of_epoch(loop.cfg, loop.state, loop.model, loop.data.splits, loop.data.vocab,
+                           loop.optim.sched, loop.run, loop.run.device)
+    _close_epoch(loop)
+    return "max-steps" if stop == "max-steps" and status == "finished" else status
+
+
+def _epoch_loader(loop: _Loop) -> tuple[list[list[int]], DataLoader]:
+    """This rank's batches of the epoch in progress, less those a resumed run already did."""
+    cfg, state, sampler = loop.cfg, loop.state, loop.data.sampler
+    sampler.set_epoch(state.epoch)
+    batches = list(sampler)[state.batch_in_epoch:]  # skip what a resumed run already did
+    loader = DataLoader(loop.data.train_set, batch_sampler=batches, collate_fn=collate_captions,
+                        num_workers=cfg.num_workers, pin_memory=loop.run.device.type == "cuda",
+                        generator=torch.Generator().manual_seed(cfg.seed + state.epoch))
+    return batches, loader
+
+
+@dataclass
+class _Clock:
+    """Training time of the epoch (between checkpoints) and tokens/s since the last log line."""
+
+    epoch_start: float = field(default_factory=time.perf_counter)
+    window_start: float = field(default_factory=time.perf_counter)
+    window_tokens: float = 0
+
+    def lap(self) -> float:
+        """Seconds since the last lap (or the epoch's start)."""
+        now = time.perf_counter()
+        elapsed, self.epoch_start = now - self.epoch_start, now
+        return elapsed
+
+
+def _run_batches(loop: _Loop) -> str | None:
+    """The epoch's batches, one :func:`_train_step` each; ``"interrupted"`` (stop_after_steps) or
+    ``"max-steps"`` if the run stops before the epoch's end, else None."""
+    cfg, run, state, o = loop.cfg, loop.run, loop.state, loop.optim
+    batches, loader = _epoch_loader(loop)
+    bar = tqdm(total=len(loop.data.sampler), initial=state.batch_in_epoch, unit="batch",
+               desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
+               disable=not (cfg.progress and run.main), dynamic_ncols=True, leave=False)
+    clock, stop = _Clock(), None
+    for indices, batch in zip(batches, loader, strict=True):
+        parts = _train_step(cfg, batch, loop.forward, o.opt, o.sched, o.scaler, o.baseline,
+                            o.hard_gen, run.device, run, state, loop.last_path)
+        if loop.seen is not None:
+            loop.seen.append(torch.tensor(indices))
+        clock.window_tokens += _count_step(state, batch, parts)
+        bar.update(1)
+        if cfg.log_every and state.step % cfg.log_every == 0:
+            _log_step(loop, bar, clock, parts)
+        if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+            state.epoch_stats["time"] += clock.lap()
+            _save(loop, loop.last_path)
+        if loop.stop_after_steps is not None and state.step >= loop.stop_after_steps:
+            stop = "interrupted"
             break
-        state.epoch_stats["time"] += time.perf_counter() - t_epoch
-        status = _end_of_epoch(cfg, state, model, splits, vocab, sched, run, device)
-        state.epoch, state.batch_in_epoch = epoch + 1, 0
-        state.epoch_stats = _State().epoch_stats
-        if run.main:
-            write_logs(out_dir, cfg, state.history)
-        if state.best["epoch"] == epoch + 1:  # the same decision on every rank (broadcast)
-            save(best_path)
-        save(last_path)
-        if stop_epoch and status == "finished":
-            status = "max-steps"
+        if cfg.max_steps and state.step >= cfg.max_steps:
+            stop = "max-steps"
+            break
+    bar.close()
+    if stop != "interrupted":
+        state.epoch_stats["time"] += clock.lap()
+    return stop
 
-    # --- the end -------------------------------------------------------------------------------
-    if dump_final_weights:
-        torch.save({"params": {k: v.detach().cpu() for k, v in model.named_parameters()},
-                    "seen": torch.cat(seen) if seen else torch.zeros(0, dtype=torch.long),
-                    "step": state.step}, out_dir / f"rank{run.rank}_final.pt")
-    scores = None
-    if status != "interrupted" and run.main and cfg.test_metrics != "none" and best_path.exists():
-        best = load_checkpoint(best_path, vocab=vocab, config=cfg, map_location=device)
-        model.load_state_dict(best["model"])
-        scores = test_scores(model, splits["test"], vocab, cfg, device)
-        scores["checkpoint"] = str(best_path)
-        scores["epoch"] = best["epoch"]
-        _write_text_atomic(out_dir / "test_scores.json", json.dumps(scores, indent=1))
-        _print_scores(cfg, scores)
-    if status != "interrupted" and run.main:
-        _write_text_atomic(out_dir / "run.json", json.dumps(
-            {"finished": True, "status": status, "config": cfg.to_dict(), "best": state.best,
-             "step": state.step, "epoch": state.epoch}, indent=1))
-    run.barrier()
-    return TrainResult(out_dir=out_dir, status=status, epoch=state.epoch, step=state.step,
-                       best_bleu4=state.best["bleu4"],
-                       best_path=best_path if best_path.exists() else None,
-                       last_path=last_path, history=state.history, test_scores=scores)
+
+def _count_step(state: RunState, batch: CaptionBatch, parts: dict[str, Tensor]) -> float:
+    """Advance the position by one step; add its token-weighted loss to the epoch's sums.
+    Returns the step's number of predicted words."""
+    state.step += 1
+    state.batch_in_epoch += 1
+    tokens = float(batch.lengths.sum() - len(batch))
+    st = state.epoch_stats
+    st["loss"] += float(parts["loss"].detach()) * tokens
+    st["nll"] += float(parts["nll"]) * tokens
+    st["entropy"] = st.get("entropy", 0.0) + float(parts["attention_entropy"]) * tokens
+    st["tokens"] += tokens
+    st["batches"] += 1
+    return tokens
+
+
+def _log_step(loop: _Loop, bar: Any, clock: _Clock, parts: dict[str, Tensor]) -> None:
+    """Loss, lr and tokens/s on the progress bar, and a row of ``steps.csv``."""
+    now = time.perf_counter()
+    lr = loop.optim.opt.param_groups[0]["lr"]
+    bar.set_postfix(loss=f"{float(parts['loss'].detach()):.3f}",
+                    nll=f"{float(parts['nll']):.3f}", lr=f"{lr:.2g}",
+                    tok_s=f"{clock.window_tokens / max(now - clock.window_start, 1e-9):.0f}")
+    clock.window_start, clock.window_tokens = now, 0
+    if loop.step_log:
+        loop.step_log.add(loop.state.step, loop.state.epoch + 1, float(parts["loss"].detach()),
+                          float(parts["nll"]), lr)
+
+
+def _close_epoch(loop: _Loop) -> None:
+    """Move to the next epoch; write the logs, ``best.pt`` if it improved, and ``last.pt``."""
+    state = loop.state
+    epoch = state.epoch
+    state.epoch, state.batch_in_epoch = epoch + 1, 0
+    state.epoch_stats = RunState().epoch_stats
+    if loop.run.main:
+        write_logs(loop.out_dir, loop.cfg, state.history)
+    if state.best["epoch"] == epoch + 1:  # the same decision on every rank (broadcast)
+        _save(loop, loop.best_path)
+    _save(loop, loop.last_path)
 
 
 def _train_step(cfg: TrainConfig, batch: CaptionBatch, forward: nn.Module,
                 opt: torch.optim.Optimizer, sched: Any, scaler: torch.amp.GradScaler,
                 baseline: MovingAverageBaseline, hard_gen: torch.Generator,
-                device: torch.device, run: Dist, state: _State, last_path: Path,
+                device: torch.device, run: Dist, state: RunState, last_path: Path,
                 ) -> dict[str, Tensor]:
     """One optimizer step on one batch (teacher forcing, Eq. 14 / Eq. 12 loss, clipping)."""
     batch = batch.to(device, non_blocking=True)
@@ -734,13 +766,11 @@ def _train_step(cfg: TrainConfig, batch: CaptionBatch, forward: nn.Module,
     if not isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
         sched.step()
     if hard and run.distributed:  # one baseline for all ranks: the mean of their averages
-        value = baseline.value.to(device).clone()
-        dist.all_reduce(value)
-        baseline.value = value / run.world
+        baseline.value = run.mean(baseline.value)
     return parts
 
 
-def _end_of_epoch(cfg: TrainConfig, state: _State, model: Captioner, splits: dict[str, Split],
+def _end_of_epoch(cfg: TrainConfig, state: RunState, model: Captioner, splits: dict[str, Split],
                   vocab: Vocabulary, sched: Any, run: Dist, device: torch.device) -> str:
     """Validate (rank 0), log, update best / early stopping, broadcast the decision."""
     epoch = state.epoch
@@ -779,6 +809,42 @@ def _end_of_epoch(cfg: TrainConfig, state: _State, model: Captioner, splits: dic
                   f"(best {state.best['bleu4']:.4f} at epoch {state.best['epoch']})")
         return "early-stopped"
     return "finished"
+
+
+# --- the end ------------------------------------------------------------------------------------
+
+
+def _dump_final_weights(loop: _Loop) -> None:
+    """(tests) ``rank{r}_final.pt``: this rank's final parameters and the captions it saw."""
+    seen = loop.seen or []
+    torch.save({"params": {k: v.detach().cpu() for k, v in loop.model.named_parameters()},
+                "seen": torch.cat(seen) if seen else torch.zeros(0, dtype=torch.long),
+                "step": loop.state.step}, loop.out_dir / f"rank{loop.run.rank}_final.pt")
+
+
+def _finish(loop: _Loop, status: str) -> dict[str, Any] | None:
+    """(rank 0) Test-split scores of ``best.pt``; ``run.json`` marks the run finished."""
+    cfg, state = loop.cfg, loop.state
+    scores = None
+    if cfg.test_metrics != "none" and loop.best_path.exists():
+        scores = _score_best_checkpoint(loop)
+    _write_text_atomic(loop.out_dir / "run.json", json.dumps(
+        {"finished": True, "status": status, "config": cfg.to_dict(), "best": state.best,
+         "step": state.step, "epoch": state.epoch}, indent=1))
+    return scores
+
+
+def _score_best_checkpoint(loop: _Loop) -> dict[str, Any]:
+    """Load ``best.pt`` into the model, score the test split, write ``test_scores.json``."""
+    cfg, data, device = loop.cfg, loop.data, loop.run.device
+    best = load_checkpoint(loop.best_path, vocab=data.vocab, config=cfg, map_location=device)
+    loop.model.load_state_dict(best["model"])
+    scores = test_scores(loop.model, data.splits["test"], data.vocab, cfg, device)
+    scores["checkpoint"] = str(loop.best_path)
+    scores["epoch"] = best["epoch"]
+    _write_text_atomic(loop.out_dir / "test_scores.json", json.dumps(scores, indent=1))
+    _print_scores(cfg, scores)
+    return scores
 
 
 def _print_scores(cfg: TrainConfig, scores: dict[str, Any]) -> None:
