@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import re
+from typing import Any
 
 _INLINE = re.compile(r"`([^`]+)`|\*\*(.+?)\*\*|\$([^$]+)\$")
 
@@ -95,4 +96,22 @@ def show_table(text: str) -> None:
     display({"text/html": markdown_to_html(text), "text/markdown": text}, raw=True)
 
 
-__all__ = ["markdown_to_html", "show_table"]
+def ablation_table(figures: dict[str, Any], kind: str) -> str:
+    """The ``kind`` ("soft" or "hard") rows of ``benchmarks/bench_shapes_ablation.py``'s JSON
+    (``book/data/shapes_ablation.json``) as a Markdown table, for :func:`show_table`."""
+    rows = ["| variant | setting | caption accuracy | grounding | size | colour | shape | "
+            "test BLEU-4 |", "| --- | --- |" + " --- |" * 6]
+    for name, f in figures["variants"].items():
+        if not name.startswith(f"{kind}: "):
+            continue
+        g = f["grounding"]
+        setting = ", ".join(f"`{k} = {v!r}`" for k, v in f["overrides"].items()) or "(the recipe)"
+        rows.append(f"| {name.removeprefix(f'{kind}: ')} | {setting} | "
+                    f"{f['caption_accuracy']:.3f} | {g['all']:.3f} | {g['size']:.3f} | "
+                    f"{g['colour']:.3f} | {g['shape']:.3f} | {f['bleu4']:.3f} |")
+    if len(rows) == 2:
+        raise ValueError(f"the ablation figures hold no {kind!r} variant")
+    return "\n".join(rows)
+
+
+__all__ = ["ablation_table", "markdown_to_html", "show_table"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sat_core.tables import markdown_to_html, show_table
+from sat_core.tables import ablation_table, markdown_to_html, show_table
 
 
 def test_a_pipe_table_by_hand():
@@ -48,3 +48,21 @@ def test_show_table_sends_html_first_and_the_markdown_beside_it(monkeypatch):
     (bundle, raw), = shown
     assert raw is True and list(bundle) == ["text/html", "text/markdown"]
     assert bundle["text/html"].startswith("<table") and bundle["text/markdown"].startswith("| a |")
+
+
+def test_ablation_table_by_hand():
+    g = {"all": 0.9, "size": 0.8, "colour": 0.95, "shape": 0.85, "uniform": 0.13}
+    figures = {"variants": {
+        "soft: the recipe": {"overrides": {}, "caption_accuracy": 0.89, "grounding": g,
+                             "bleu4": 0.909},
+        "hard: caption reward": {"overrides": {"hard_reward": "caption", "hard_mix": 0.5},
+                                 "caption_accuracy": 0.745, "grounding": g, "bleu4": 0.8333},
+    }}
+    assert ablation_table(figures, "hard").splitlines()[2] == (
+        "| caption reward | `hard_reward = 'caption'`, `hard_mix = 0.5` | 0.745 | 0.900 | "
+        "0.800 | 0.950 | 0.850 | 0.833 |")
+    soft = ablation_table(figures, "soft").splitlines()
+    assert len(soft) == 3 and soft[2].startswith("| the recipe | (the recipe) | 0.890 |")
+    assert "<table" in markdown_to_html("\n".join(soft))  # a well-formed pipe table
+    with pytest.raises(ValueError, match="no 'beam'"):
+        ablation_table(figures, "beam")
