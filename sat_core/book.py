@@ -172,6 +172,33 @@ def tag_injected_cell(path: Path, tag: str = "remove-cell") -> bool:
     return found
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def drop_widget_views(path: Path) -> int:
+    """Remove the outputs that only a live kernel can draw (ipywidgets views); return how many.
+
+    papermill keeps no widget state, so on a static page such an output is an empty box: a
+    tqdm progress bar leaves a blank gap, a slider shows nothing. Their ``text/plain`` copy is the
+    widget's *first* state ("0%| | 0/322"), not a better fallback, so the whole output goes. What
+    the page should show instead is printed (a training log) or drawn in advance
+    (:mod:`sat_core.stepper`).
+    """
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    dropped = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        keep = [o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {})]
+        dropped += len(cell.outputs) - len(keep)
+        cell.outputs = keep
+    if dropped:
+        nbformat.write(nb, path)
+    return dropped
+
+
 def execute_notebook(
     src: Path,
     dst: Path,
@@ -212,6 +239,7 @@ def execute_notebook(
         ) from None
     seconds = time.perf_counter() - t0
     tag_injected_cell(dst)
+    drop_widget_views(dst)
     return seconds
 
 

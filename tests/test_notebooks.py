@@ -24,6 +24,7 @@ from sat_core.book import (
     NotebookFailed,
     chapter_notebooks,
     clean_notebook,
+    drop_widget_views,
     execute_notebook,
     format_times,
     resolve_entry,
@@ -199,6 +200,25 @@ def test_tag_injected_cell(tmp_path):
     assert tags == [["parameters"], ["injected-parameters", "remove-cell"]]
     nbformat.write(new_notebook(cells=[new_code_cell("1")]), path)
     assert not tag_injected_cell(path)
+
+
+def test_drop_widget_views_keeps_every_other_output(tmp_path):
+    from nbformat.v4 import new_output
+
+    bar = new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": {"model_id": "m1", "version_major": 2},
+        "text/plain": "epoch 1/10:   0%|          | 0/322"})
+    log = new_output("stream", name="stdout", text="epoch 1: loss 1.0\n")
+    fig = new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})
+    nb = new_notebook(cells=[new_code_cell("train()", outputs=[bar, log, bar]),
+                             new_code_cell("plot()", outputs=[fig]), new_markdown_cell("text")])
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    assert drop_widget_views(path) == 2
+    cells = read(path).cells
+    assert [o.get("text") for o in cells[0].outputs] == ["epoch 1: loss 1.0\n"]
+    assert list(cells[1].outputs[0].data) == ["image/png", "text/plain"]
+    assert drop_widget_views(path) == 0
 
 
 # --------------------------------------------------------------------------- (e) execution
