@@ -34,6 +34,8 @@ import torchvision
 from torch import nn
 from torchvision.models import WeightsEnum, get_model_weights
 
+from sat_core.paths import shown_path
+
 WeightsSpec = None | str | os.PathLike | WeightsEnum
 FineTune = None | bool | int
 
@@ -58,8 +60,8 @@ class PretrainedWeightsUnavailable(RuntimeError):
             "  2. download the file once where there is internet (e.g. Colab: "
             f"torch.hub.download_url_to_file('{weights.url}', '{filename}')), copy it here and "
             "pass its path: weights='/path/to/" + filename + "';\n"
-            f"  3. or place it at {cache_file} ($TORCH_HOME/hub/checkpoints/{filename}), where "
-            "torchvision finds it without downloading."
+            f"  3. or place it at {shown_path(cache_file)} ($TORCH_HOME/hub/checkpoints/"
+            f"{filename}), where torchvision finds it without downloading."
         )
 
 

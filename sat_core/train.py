@@ -67,6 +67,7 @@ from sat_core.distributed import Dist, setup_distributed
 from sat_core.losses import MovingAverageBaseline, attention_entropy, caption_loss
 from sat_core.metrics import corpus_bleu
 from sat_core.model import Captioner, build_model, teacher_forcing
+from sat_core.paths import shown_path
 from sat_core.run_state import RunState, restore_rng_states, rng_states
 from sat_core.text import Vocabulary
 
@@ -174,7 +175,7 @@ def use_feature_cache(
             try:
                 cache = FeatureCache.open(path, expect_encoder=encoder.name)
             except FeatureCacheError:
-                _say(run, f"building the {name} feature cache at {path}")
+                _say(run, f"building the {name} feature cache at {shown_path(path)}")
                 # in a forked RNG: a run that builds the cache and one that finds it built must
                 # draw the same dropout masks afterwards (the same weights, step for step)
                 cuda = [run.device] if run.device.type == "cuda" else []
