@@ -18,6 +18,7 @@ import http.server
 import os
 import re
 import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,6 +146,35 @@ PROSE_TEXT_JS = """() => {
       + '.highlight, .cell_input, .cell_output, .headerlink').forEach(e => e.remove());
   return root.innerText;
 }"""
+
+
+# Paths of the machine that built the book: meaningless to a reader (and a leak).
+BUILD_PATHS = sorted({str(ROOT), tempfile.gettempdir().rstrip("/") + "/", str(Path.home()) + "/"},
+                     key=len, reverse=True)
+# Tags a page's markdown may use on purpose; any other <word> is a token the browser would eat.
+HTML_TAGS = {"a", "b", "br", "code", "details", "div", "em", "i", "img", "kbd", "li", "ol", "p",
+             "pre", "small", "span", "strong", "sub", "summary", "sup", "table", "td", "th", "tr",
+             "u", "ul"}
+CODE_OR_MATH = re.compile(r"```.*?```|`[^`]*`|\$\$.*?\$\$|\$[^$]*\$", re.S)
+# Widget outputs that need a live kernel: empty boxes on a static page.
+WIDGET_AREAS_JS = """() => [...document.querySelectorAll('.cell_output')].filter(o =>
+  o.querySelector('script[type*="jupyter.widget"], .jupyter-widgets, .widget-area')).length"""
+
+
+def page_markdown(entry: str) -> str:
+    """The markdown a page is built from (a notebook's markdown cells, or the .md file)."""
+    src = resolve_entry(ROOT, entry)
+    if src.suffix == ".ipynb":
+        return "\n".join(c.source for c in nbformat.read(src, as_version=4).cells
+                         if c.cell_type == "markdown")
+    return src.read_text(encoding="utf-8")
+
+
+def angle_tokens(markdown: str) -> set[str]:
+    """``<start>``-like tokens of the prose (outside code and math) that are not HTML tags."""
+    text = CODE_OR_MATH.sub(" ", markdown)
+    return {f"<{name}>" for name in re.findall(r"<([a-z][a-z0-9_-]*)>", text)
+            if name not in HTML_TAGS}
 
 
 def expected_title(entry: str) -> str:
@@ -277,6 +307,21 @@ def test_page(entry, page, site_url):
     if raw_in_tables:
         problems.append(f"raw TeX in {len(raw_in_tables)} output table(s): {raw_in_tables[0]!r}")
 
+    # 7. nothing that only a live kernel can draw, no build-machine path, no swallowed <token>
+    n_widgets = page.evaluate(WIDGET_AREAS_JS)
+    if n_widgets:
+        problems.append(f"{n_widgets} output(s) hold a widget that cannot draw without a kernel")
+    text = page.evaluate("() => (document.querySelector('main') || document.body).innerText")
+    leaked = [p for p in BUILD_PATHS if p in text]
+    if leaked:
+        at = text.index(leaked[0])
+        problems.append(f"build-machine path {leaked[0]!r} on the page: "
+                        f"{text[max(0, at - 60):at + 60]!r}")
+    eaten = sorted(t for t in angle_tokens(page_markdown(entry)) if t not in text)
+    if eaten:
+        problems.append(f"the browser swallowed {eaten} as HTML tags (write them in backticks or "
+                        "as &lt;...&gt;)")
+
     js_errors = [e for e in page.page_errors if not any(k in e for k in KNOWN_JS_ERRORS)]
     if js_errors:
         problems.append(f"JavaScript errors: {js_errors[:3]}")
@@ -289,3 +334,34 @@ def test_page(entry, page, site_url):
         clip={"x": 0, "y": 0, "width": 1280, "height": height},
     )
     assert not problems, f"{entry}.html:\n  " + "\n  ".join(problems)
+
+
+STEPPER_STATE_JS = """() => {
+  const s = document.querySelector('.sat-stepper');
+  const shown = [...s.querySelectorAll('.sat-frame')].filter(f => getComputedStyle(f).display !== 'none');
+  return {n: shown.length, src: shown.length ? shown[0].querySelector('img').src : '',
+          caption: shown.length ? shown[0].innerText : ''};
+}"""
+
+
+def test_chapter_9_steps_through_attention_without_a_kernel(page, site_url):
+    """The word-by-word control of chapter 9 works on the static page: clicking a word or moving
+    the slider shows that word's map (a different picture), one frame at a time."""
+    entry = next(e for e in ENTRIES if e.endswith("09_seeing_attention"))
+    page.goto(f"{site_url}/{entry}.html", wait_until="load")
+    stepper = page.locator(".sat-stepper").first
+    assert stepper.is_visible(), "chapter 9 has no visible attention stepper"
+    labels = stepper.locator(".sat-words label")
+    assert labels.count() >= 3, f"only {labels.count()} words to step through"
+    first = page.evaluate(STEPPER_STATE_JS)
+    assert first["n"] == 1 and first["caption"].startswith("t = 1:"), first
+    labels.nth(2).click()
+    third = page.evaluate(STEPPER_STATE_JS)
+    assert third["n"] == 1 and third["caption"].startswith("t = 3:"), third
+    assert third["src"] != first["src"], "word 3 shows the same picture as word 1"
+    page.evaluate("""() => { const r = document.querySelector('.sat-stepper input[type=range]');
+        r.value = 1; r.dispatchEvent(new Event('input')); }""")
+    second = page.evaluate(STEPPER_STATE_JS)
+    assert second["n"] == 1 and second["caption"].startswith("t = 2:"), second
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    stepper.screenshot(path=str(SHOTS / "09_stepper_word2.png"))
