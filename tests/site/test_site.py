@@ -156,6 +156,10 @@ HTML_TAGS = {"a", "b", "br", "code", "details", "div", "em", "i", "img", "kbd", 
              "pre", "small", "span", "strong", "sub", "summary", "sup", "table", "td", "th", "tr",
              "u", "ul"}
 CODE_OR_MATH = re.compile(r"```.*?```|`[^`]*`|\$\$.*?\$\$|\$[^$]*\$", re.S)
+# Code listings in outputs that are open on the page (not inside a closed <details>), with lines.
+OPEN_LISTINGS_JS = """() => [...document.querySelectorAll('.cell_output .text_html pre')]
+  .filter(p => !p.closest('details:not([open])') && p.offsetParent !== null)
+  .map(p => p.innerText.split('\\n').length)"""
 # Widget outputs that need a live kernel: empty boxes on a static page.
 WIDGET_AREAS_JS = """() => [...document.querySelectorAll('.cell_output')].filter(o =>
   o.querySelector('script[type*="jupyter.widget"], .jupyter-widgets, .widget-area')).length"""
@@ -307,7 +311,17 @@ def test_page(entry, page, site_url):
     if raw_in_tables:
         problems.append(f"raw TeX in {len(raw_in_tables)} output table(s): {raw_in_tables[0]!r}")
 
-    # 7. nothing that only a live kernel can draw, no build-machine path, no swallowed <token>
+    # 7. library listings are folded: no long open listing in an output, every fold closed
+    listings = page.locator("details.sat-listing")
+    opened = page.locator("details.sat-listing[open]").count()
+    if opened:
+        problems.append(f"{opened} of {listings.count()} library listings are open by default")
+    long_open = [n for n in page.evaluate(OPEN_LISTINGS_JS) if n > 40]
+    if long_open:
+        problems.append(f"{len(long_open)} open code listing(s) in the outputs ({long_open} "
+                        "lines): show library code with sat_core.listing.show_source")
+
+    # 8. nothing that only a live kernel can draw, no build-machine path, no swallowed <token>
     n_widgets = page.evaluate(WIDGET_AREAS_JS)
     if n_widgets:
         problems.append(f"{n_widgets} output(s) hold a widget that cannot draw without a kernel")
