@@ -32,6 +32,7 @@ from PIL import Image
 from sat_core.data import download as dl
 from sat_core.data.karpathy import load_image_file, load_karpathy
 from sat_core.data.records import ImageLoadError, denormalize_image
+from sat_core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -202,6 +203,15 @@ def _missing_checkpoint(tmp: Path) -> list[object]:
     return ["--checkpoint", tmp / "none.pt", tmp / "a.png", "--out-dir", tmp / "figs"]
 
 
+def _dirty_and_broken_notebooks(tmp: Path) -> list[object]:
+    nb = new_notebook(cells=[new_code_cell("print(1)")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", text="1\n")]
+    nb.cells[0].execution_count = 1
+    write_nb(tmp / "good.ipynb", nb)  # has outputs: clean would rewrite it
+    (tmp / "bad.ipynb").write_text("<<<<<<< HEAD\n{\n", encoding="utf-8")  # a merge conflict
+    return ["clean", tmp / "good.ipynb", tmp / "bad.ipynb"]
+
+
 def _no_new_files(tmp: Path, before: dict) -> None:
     """Folders may appear (``data/``), files may not; nothing that was there changes."""
     now = tree(tmp)
@@ -255,6 +265,10 @@ CASES: list[Case] = [
     Case("caption: missing checkpoint", "sat_core.caption", _missing_checkpoint, "none.pt"),
     Case("caption: no image", "sat_core.caption", lambda tmp: ["--checkpoint", "x.pt"],
          "the following arguments are required"),
+    Case("train: negative --grad-clip", "sat_core.train",
+         lambda tmp: ["--grad-clip", "-1", "--out-dir", tmp / "run"], "--grad-clip"),
+    Case("book: clean a notebook that is not JSON", "sat_core.book",
+         _dirty_and_broken_notebooks, "bad.ipynb is not a readable notebook"),
     Case("download: unknown dataset", "sat_core.data.download",
          lambda tmp: ["imagenet", "--root", tmp / "data"], "invalid choice"),
     Case("download: mirror unreachable", "sat_core.data.download",
@@ -604,3 +618,192 @@ def test_corrupt_zip_is_an_archive_error_naming_it(tmp_path, write_karpathy):
     ds = root / "flickr8k"
     assert not (ds / "images").exists() and list(ds.glob(".extract-*")) == []
     assert "Flickr8k_Dataset.zip" not in json.loads((root / "checksums.json").read_text())
+
+
+# ------------------------------------------------------------------------------ the training
+
+
+def call_main(main: Callable[[list[str]], int], argv: list[str]) -> int | str | None:
+    """``main(argv)``'s exit status, whether it returns it or argparse exits with it."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+def assert_one_line_error(status: object, err: str, message: str) -> None:
+    """Status 2, and stderr is one line ``error: <what> — <what to do>`` holding ``message``."""
+    lines = err.strip().splitlines()
+    assert status == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    assert " — " in lines[0] and "Traceback" not in err
+# In-process (``main(argv)`` with capsys): the same one-line checks as the table above, without
+# a torch import per case. ``load_data`` is replaced by a trap: every bad option must be refused
+# before any data is loaded, and ``tmp_path`` must stay empty (nothing written, no out-dir made).
+
+
+def _file_out_dir(tmp: Path) -> list[str]:
+    (tmp / "run").write_text("my notes\n")
+    return ["--out-dir", str(tmp / "run")]
+
+
+def _out_dir_under_a_file(tmp: Path) -> list[str]:
+    (tmp / "notes").write_text("my notes\n")
+    return ["--out-dir", str(tmp / "notes" / "run")]
+
+
+def _read_only_out_dir(tmp: Path) -> list[str]:
+    (tmp / "ro").mkdir()
+    (tmp / "ro").chmod(0o555)
+    return ["--out-dir", str(tmp / "ro" / "run")]
+
+
+def _locked_out_dir(tmp: Path) -> list[str]:
+    (tmp / "run").mkdir()  # a run in progress: this very process holds the lock
+    (tmp / "run" / ".lock").write_text(json.dumps({"pid": os.getpid(), "started": "now"}))
+    return ["--out-dir", str(tmp / "run")]
+
+
+TRAIN_BAD: list[tuple[str, Callable[[Path], list[str]] | list[str], str]] = [
+    ("grad-clip", ["--grad-clip", "-1"], "grad_clip (--grad-clip) is -1.0; it must be"),
+    ("lr-nan", ["--lr", "nan"], "lr (--lr) is nan"),
+    ("lr-zero", ["--lr", "0"], "lr (--lr) is 0.0"),
+    ("lr-decay", ["--lr-decay", "-1"], "--lr-decay"),
+    ("alpha-c", ["--alpha-c", "-5"], "--alpha-c"),
+    ("weight-decay", ["--weight-decay", "-1"], "--weight-decay"),
+    ("lambda-e-inf", ["--lambda-e", "inf"], "--lambda-e"),
+    ("dropout-1", ["--dropout", "1"], "--dropout"),
+    ("hard-mix", ["--hard-mix", "1.5"], "--hard-mix"),
+    ("epochs", ["--epochs", "0"], "epochs (--epochs) is 0"),
+    ("batch-size", ["--batch-size", "0"], "--batch-size"),
+    ("seed", ["--seed", "-3"], "--seed"),
+    ("shapes-seed", ["--shapes-seed", "-1"], "--shapes-seed"),
+    ("image-size", ["--image-size", "8"], "--image-size"),
+    ("plateau-decay-1", ["--lr-schedule", "plateau", "--lr-decay", "1"], "plateau"),
+    ("step-every-0", ["--lr-schedule", "step", "--lr-decay-epochs", "0"], "--lr-decay-epochs"),
+    ("lr-not-a-number", ["--lr", "fast"], "invalid float value"),
+    ("device-banana", ["--device", "banana"], "'banana' is not a device"),
+    ("device-cuda", ["--device", "cuda:7"], "--device cuda:7"),
+    ("out-dir-is-a-file", _file_out_dir, "is a file, not a folder"),
+    ("out-dir-under-a-file", _out_dir_under_a_file, "is a file, not a folder"),
+    ("out-dir-read-only", _read_only_out_dir, "cannot write in"),
+    ("out-dir-in-use", _locked_out_dir, f"in use by training process {os.getpid()}"),
+    ("resume-missing", ["--resume", "none.pt"], "none.pt does not exist"),
+]
+
+
+@pytest.mark.parametrize(("setup", "message"), [c[1:] for c in TRAIN_BAD],
+                         ids=[c[0] for c in TRAIN_BAD])
+def test_bad_training_option_is_refused_before_any_work(setup, message, tmp_path, capsys,
+                                                        monkeypatch):
+    import sat_core.train as tr
+
+    if setup is _read_only_out_dir and os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+
+    def trap(cfg):
+        raise AssertionError("the data were loaded before the options were checked")
+
+    monkeypatch.setattr(tr, "load_data", trap)
+    monkeypatch.chdir(tmp_path)
+    args = setup(tmp_path) if callable(setup) else [*setup, "--out-dir", str(tmp_path / "run")]
+    before = tree(tmp_path)
+    status = call_main(tr.main, [*args, "--features-dir", str(tmp_path / "features")])
+    assert_one_line_error(status, capsys.readouterr().err, message)
+    assert tree(tmp_path) == before
+
+
+def test_every_numeric_training_option_has_a_range():
+    import math
+    import typing
+    from dataclasses import fields
+
+    from sat_core.config import RANGES, ConfigError, TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    numeric = [f.name for f in fields(TrainConfig) if hints[f.name] in (int, float)]
+    assert sorted(numeric) == sorted(RANGES)
+    for name in numeric:
+        bad = [-1] if hints[name] is int else [-1.0, math.nan, math.inf]
+        for value in bad:
+            with pytest.raises(ConfigError, match=rf"^{name} \(--{name.replace('_', '-')}\) is"):
+                TrainConfig(**{name: value})
+    TrainConfig()  # the defaults, and every preset, pass
+    from sat_core.config import PRESETS, preset
+    for name in PRESETS:
+        preset(name)
+
+
+def test_devices_this_machine_lacks_are_one_line_errors(monkeypatch):
+    import torch
+
+    from sat_core.device import DeviceError, pick_device
+    from sat_core.errors import UserError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match=r"--device cuda: CUDA is not available .* — use"):
+        pick_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(DeviceError, match=r"has 2 CUDA device\(s\), cuda:0 to cuda:1"):
+        pick_device("cuda:2")
+    with pytest.raises(UserError, match="'banana' is not a device"):
+        pick_device("banana")
+    assert pick_device("cpu").type == "cpu"
+
+
+# ---------------------------------------------------------------------- evaluate and caption
+
+
+def _report_folder(tmp: Path) -> list[str]:
+    (tmp / "report").mkdir()
+    return ["--checkpoint", str(tmp / "model.pt"), "--out", str(tmp / "report")]
+
+
+DECODE_BAD: list[tuple[str, str, Callable[[Path], list[str]] | list[str], str]] = [
+    ("caption-beam-0", "caption", ["--checkpoint", "m.pt", "a.png", "--beam-size", "0"],
+     "--beam-size must be >= 1"),
+    ("caption-length-norm-nan", "caption", ["--checkpoint", "m.pt", "a.png", "--length-norm",
+                                            "nan"], "--length-norm must be a finite number"),
+    ("caption-out-dir-file", "caption", lambda tmp: [
+        "--checkpoint", "m.pt", "a.png", "--out-dir", str(write_png(tmp / "x.png"))],
+     "is a file, not a folder"),
+    ("evaluate-beam-0", "evaluate", ["--checkpoint", "m.pt", "--beam-size", "0"],
+     "--beam-size must be >= 1"),
+    ("evaluate-batch-0", "evaluate", ["--checkpoint", "m.pt", "--batch-size", "0"],
+     "--batch-size must be >= 1"),
+    ("evaluate-split", "evaluate", ["--checkpoint", "m.pt", "--split", "dev"],
+     "argument --split: invalid choice: 'dev'"),
+    ("evaluate-length-norm", "evaluate", ["--checkpoint", "m.pt", "--length-norm=-inf"],
+     "--length-norm must be a finite number"),
+    ("evaluate-out-is-a-folder", "evaluate", _report_folder, "--out"),
+]
+
+
+@pytest.mark.parametrize(("command", "setup", "message"), [c[1:] for c in DECODE_BAD],
+                         ids=[c[0] for c in DECODE_BAD])
+def test_bad_decoding_option_is_refused_before_the_model_is_loaded(
+        command, setup, message, tmp_path, capsys, monkeypatch):
+    import sat_core.caption
+    import sat_core.evaluate
+
+    def trap(*args, **kw):
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(sat_core.evaluate, "load_captioner", trap)
+    monkeypatch.chdir(tmp_path)
+    args = setup(tmp_path) if callable(setup) else setup
+    before = tree(tmp_path)
+    main = sat_core.caption.main if command == "caption" else sat_core.evaluate.main
+    assert_one_line_error(call_main(main, args), capsys.readouterr().err, message)
+    assert tree(tmp_path) == before
+
+
+def test_evaluate_out_folder_is_refused_before_decoding(tmp_path, capsys, monkeypatch):
+    # the issue's case: --out pointing at a folder failed only after all the decoding
+    import sat_core.evaluate as ev
+
+    monkeypatch.setattr(ev, "decode_split", lambda *a, **k: pytest.fail("decoded"))
+    (tmp_path / "report").mkdir()
+    with pytest.raises(UserError, match=r"--out .*report is a folder — give a file name"):
+        ev.evaluate_checkpoint(tmp_path / "none.pt", out=tmp_path / "report")
