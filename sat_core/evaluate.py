@@ -225,12 +225,10 @@ def evaluate_checkpoint(
     Shapes checkpoints (with ``shapes_measures``) add ``caption_accuracy``, ``word_accuracy`` and
     ``grounding`` (see :func:`shapes_report`); other datasets have no such keys.
     """
-    if out is not None:
-        check_report_path(Path(out))  # before any decoding: a bad --out must not waste it
+    check_report_path(out)  # before any decoding: a bad --out must not waste it
     model, vocab, cfg = load_captioner(checkpoint, device)
     data = load_eval_split(cfg, split, data_root)
-    mode = mode or cfg.eval_mode
-    max_len = max_len or cfg.val_max_len
+    mode, max_len = mode or cfg.eval_mode, max_len or cfg.val_max_len
     rows = decode_split(model, data, vocab, beam_size=beam_size, max_len=max_len,
                         length_norm=length_norm, mode=mode, limit=limit, batch_size=batch_size,
                         progress=progress)
@@ -266,9 +264,12 @@ def evaluate_checkpoint(
     return report
 
 
-def check_report_path(path: Path) -> None:
-    """Raise :class:`~sat_core.errors.UserError` unless a report can be written at ``path``: not
-    an existing folder, and the folder it goes in is (or can be made) a writable folder."""
+def check_report_path(path: str | Path | None) -> None:
+    """Raise :class:`~sat_core.errors.UserError` unless a report can be written at ``path``
+    (None: no report): not an existing folder, in a folder that is (or can be) writable."""
+    if path is None:
+        return
+    path = Path(path)
     if path.is_dir():
         raise UserError(f"--out {path} is a folder — give a file name such as "
                         f"{path / 'report.json'}")

@@ -136,7 +136,7 @@ def claim_out_dir(folder: str | os.PathLike, *, main: bool = True) -> Iterator[P
         yield path
         return
     check_writable_dir(path)
-    created = not path.exists()
+    created = [p for p in (path, *path.parents) if not p.exists()]  # innermost first
     path.mkdir(parents=True, exist_ok=True)
     lock = acquire_lock(path)
     try:
@@ -147,8 +147,10 @@ def claim_out_dir(folder: str | os.PathLike, *, main: bool = True) -> Iterator[P
         yield path
     finally:
         release_lock(lock)
-        if created and not any(path.iterdir()):
-            path.rmdir()
+        for folder in created:  # what this call created, if nothing was written there
+            if any(folder.iterdir()):
+                break
+            folder.rmdir()
 
 
 __all__ = [

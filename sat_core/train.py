@@ -856,8 +856,8 @@ def _train_step(cfg: TrainConfig, batch: CaptionBatch, forward: nn.Module,
                  else "no checkpoint was written yet")
         raise NonFiniteLossError(
             f"non-finite loss ({float(loss.detach())}) at step {state.step + 1} "
-            f"(epoch {state.epoch + 1}, batch {state.batch_in_epoch + 1}); stopping, {where}. "
-            "Try a lower --lr, --grad-clip 5, or --amp none, then --resume it.")
+            f"(epoch {state.epoch + 1}, batch {state.batch_in_epoch + 1}); stopping, {where} — "
+            "try a lower --lr, --grad-clip 5, or --amp none, then --resume it")
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if cfg.grad_clip:
@@ -976,7 +976,8 @@ def get_or_train(preset_or_config: str | TrainConfig, out_dir: str | Path,
 
     A run matches when every field that affects learning is equal (fields such as ``device``,
     ``num_workers`` or ``progress`` are ignored, see :data:`~sat_core.config.RUNTIME_FIELDS`).
-    An interrupted matching run is resumed from ``last.pt``.
+    An interrupted matching run is resumed from ``last.pt``; a Ctrl-C (interrupt) during the
+    training saves ``last.pt`` and raises KeyboardInterrupt.
     """
     overrides["out_dir"] = str(out_dir)
     if isinstance(preset_or_config, str):
@@ -999,6 +1000,9 @@ def get_or_train(preset_or_config: str | TrainConfig, out_dir: str | Path,
         except CheckpointError:
             pass
     result = train(cfg, resume=resume)
+    if result.status == "stopped":  # Ctrl-C (a notebook's "interrupt"): last.pt is saved, and
+        raise KeyboardInterrupt(f"training stopped; {result.last_path} is saved and the next "
+                                "call resumes it")  # the cell stops as asked
     if result.best_path is None:
         raise RuntimeError(f"training in {out_dir} ended without a best.pt ({result.status})")
     return result.best_path

@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import threading
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -807,3 +809,184 @@ def test_evaluate_out_folder_is_refused_before_decoding(tmp_path, capsys, monkey
     (tmp_path / "report").mkdir()
     with pytest.raises(UserError, match=r"--out .*report is a folder — give a file name"):
         ev.evaluate_checkpoint(tmp_path / "none.pt", out=tmp_path / "report")
+
+
+# ------------------------------------------------- training: lock, Ctrl-C, resume, references
+
+# A run of a few milliseconds a step: 4 Shapes images of 32 px, 20 captions, 10 batches an epoch.
+TINY_RUN = ["--n-train", "4", "--n-val", "1", "--n-test", "1", "--image-size", "32",
+            "--encoder-channels", "8", "--embed-dim", "8", "--hidden-dim", "16", "--attn-dim", "8",
+            "--batch-size", "2", "--fine-tune", "--val-max-len", "4", "--no-progress",
+            "--test-metrics", "none", "--num-threads", "1", "--checkpoint-every", "0"]
+
+
+def steps_csv(out: Path) -> list[dict[str, str]]:
+    import csv
+
+    with (out / "steps.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_resume_with_a_new_lr_trains_with_it(tmp_path, capsys):
+    import sat_core.train as tr
+    from sat_core.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    first = [*TINY_RUN, "--lr", "0.01", "--warmup-steps", "8", "--max-steps", "6",
+             "--log-every", "1", "--checkpoint-every", "1", "--out-dir", str(out)]
+    assert tr.main([*first, "--stop-after-steps", "2"]) == 0
+    last = out / "last.pt"
+    kept = tree(out)
+    capsys.readouterr()
+    # what a resume cannot apply is refused, naming it; nothing is touched
+    for change, named in ((["--optimizer", "rmsprop"], "--optimizer adam -> rmsprop"),
+                          (["--batch-size", "4"], "--batch-size 2 -> 4 in the middle of an epoch"),
+                          (["--lr-schedule", "plateau"], "--lr-schedule constant -> plateau")):
+        assert_one_line_error(tr.main(["--resume", str(last), *change]),
+                              capsys.readouterr().err, named)
+        assert tree(out) == kept
+
+    assert tr.main(["--resume", str(last), "--lr", "0.002"]) == 0
+    assert "'lr': (0.01, 0.002)" in capsys.readouterr().err  # announced ...
+    rows = steps_csv(out)
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    # ... and used: lr(step) = base * (step + 1) / 8 in the warm-up, with the new base after step 2
+    for r in rows:
+        base = 0.01 if int(r["step"]) <= 2 else 0.002
+        assert float(r["lr"]) == pytest.approx(base * (int(r["step"]) + 1) / 8, rel=1e-5), r
+    ckpt = load_checkpoint(last)
+    assert ckpt["config"].lr == 0.002 and ckpt["step"] == 6
+    group = ckpt["optimizer"]["param_groups"][0]
+    assert group["initial_lr"] == 0.002 and group["lr"] == pytest.approx(0.002 * 7 / 8)
+    assert ckpt["scheduler"]["base_lrs"] == [0.002]
+
+
+def test_ctrl_c_saves_the_current_step_and_prints_the_command_that_resumes(tmp_path):
+    import sat_core.train as tr
+    from sat_core.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    argv = [*TINY_RUN, "--epochs", "1000", "--log-every", "1", "--out-dir", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("SAT_DEBUG", None)
+    proc = subprocess.Popen([sys.executable, "-m", "sat_core.train", *argv],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        while not (out / "steps.csv").exists() or len(steps_csv(out)) < 3:
+            assert proc.poll() is None, proc.communicate()[1]
+            time.sleep(0.05)
+        # a second run into the same out-dir is refused while the first one trains
+        assert call_main(tr.main, argv) == 2
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    lines = err.strip().splitlines()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    step = int(steps_csv(out)[-1]["step"])  # the last step done, logged before the save
+    assert lines[-1] == (f"stopped by Ctrl-C after step {step}; saved {out / 'last.pt'} — "
+                         f"resume with: python -m sat_core.train --resume {out / 'last.pt'}")
+    assert load_checkpoint(out / "last.pt")["step"] == step  # not the last epoch's end: this step
+    assert not (out / ".lock").exists()
+
+    (out / ".last.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")  # an interrupted save
+    command = lines[-1].split("resume with: python -m sat_core.train ")[1].split()
+    assert tr.main([*command, "--max-steps", str(step + 2)]) == 0
+    assert load_checkpoint(out / "last.pt")["step"] == step + 2
+    assert not (out / ".last.pt.k1ll3d.tmp").exists() and not (out / ".lock").exists()
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                    reason="signal handlers live in the main thread")
+def test_a_second_ctrl_c_stops_at_once(tmp_path, capsys, monkeypatch):
+    import sat_core.train as tr
+
+    with tr._CtrlC() as ctrl_c:
+        signal.raise_signal(signal.SIGINT)
+        assert ctrl_c.requested  # the first one only asks the loop to save and stop
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    capsys.readouterr()
+
+    def stopped_at_once(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tr, "train", stopped_at_once)
+    assert tr.main(["--out-dir", str(tmp_path / "run")]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "second Ctrl-C" in err[0] and "--resume" in err[0]
+
+
+def test_a_stale_lock_is_taken_over_and_leftovers_are_removed(tmp_path, capsys):
+    from sat_core.out_dir import claim_out_dir
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid no longer runs
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").write_text(json.dumps({"pid": gone.pid, "started": "yesterday"}))
+    (out / ".last.pt.x1y2.tmp").write_bytes(b"half")  # torch.save killed half-way
+    (out / ".log.json.tmp").write_text("{")
+    (out / "last.pt").write_bytes(b"keep me")
+    with claim_out_dir(out):
+        assert json.loads((out / ".lock").read_text())["pid"] == os.getpid()
+    err = capsys.readouterr().err
+    assert f"taking over the stale lock {out / '.lock'} of process {gone.pid}" in err
+    assert "removed 2 temporary file(s) of an interrupted save" in err
+    assert sorted(p.name for p in out.iterdir()) == ["last.pt"]  # the lock released, too
+    with claim_out_dir(tmp_path / "new" / "run"):  # created, then nothing written there
+        pass
+    assert not (tmp_path / "new").exists()
+
+
+def test_temp_files_of_killed_pretraining_saves_are_removed(tmp_path):
+    from sat_core.pretrain import remove_dead_temp_files
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    path = tmp_path / "encoders" / "small.pt"
+    path.parent.mkdir()
+    dead = path.with_name(f".small.pt.{gone.pid}.tmp")  # killed during torch.save
+    live = path.with_name(f".small.pt.{os.getpid()}.tmp")  # a save in progress
+    dead.write_bytes(b"half")
+    live.write_bytes(b"half")
+    assert remove_dead_temp_files(path) == [dead]
+    assert not dead.exists() and live.exists()
+
+
+def _empty_caption(data: dict) -> str:
+    data["images"][1]["sentences"][2]["tokens"] = []
+    return "(id 1) of the train split has an empty reference caption (number 3)"
+
+
+def _no_val_images(data: dict) -> str:
+    for im in data["images"]:
+        if im["split"] == "val":
+            im["split"] = "train"
+    return "the val split of"
+
+
+def _no_captions(data: dict) -> str:
+    data["images"][4]["sentences"] = []
+    return "(id 4) of the train split has no reference caption"  # restval: folded into train
+
+
+@pytest.mark.parametrize("damage", [_empty_caption, _no_val_images, _no_captions])
+def test_bad_references_stop_the_run_before_the_first_epoch(damage, tiny_data_root, tmp_path,
+                                                             capsys, monkeypatch):
+    import sat_core.train as tr
+
+    monkeypatch.setattr(tr, "_train_epoch", lambda loop: pytest.fail("an epoch started"))
+    json_path = tiny_data_root / "flickr8k" / "dataset_flickr8k.json"
+    data = json.loads(json_path.read_text())
+    message = damage(data)
+    json_path.write_text(json.dumps(data))
+    before = tree(tmp_path)
+    status = tr.main(["--dataset", "flickr8k", "--data-root", str(tiny_data_root),
+                      "--image-size", "16", "--out-dir", str(tmp_path / "run"),
+                      "--test-metrics", "bleu", "--no-progress"])
+    err = capsys.readouterr().err
+    assert_one_line_error(status, err, message)
+    assert str(json_path) in err or "split of" in err  # the file to fix, or the split
+    assert tree(tmp_path) == before  # no out-dir, no vocab.json: nothing written
