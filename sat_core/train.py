@@ -68,15 +68,18 @@ from sat_core.data.datasets import (
     dataset_paths,
     load_splits,
 )
-from sat_core.data.records import ReferencesError, Split, check_references
+from sat_core.data.karpathy import KarpathyFormatError
+from sat_core.data.records import ImageLoadError, Split, check_references
 from sat_core.decoding import decode
 from sat_core.device import seed_everything
 from sat_core.distributed import Dist, setup_distributed
+from sat_core.encoder import PretrainedWeightsUnavailable
 from sat_core.errors import command
+from sat_core.features import FeatureCacheError
 from sat_core.losses import MovingAverageBaseline, attention_entropy, caption_loss
 from sat_core.metrics import corpus_bleu
 from sat_core.model import Captioner, build_model, teacher_forcing
-from sat_core.out_dir import OutDirError, claim_out_dir
+from sat_core.out_dir import claim_out_dir
 from sat_core.run_state import RunState, restore_rng_states, rng_states
 from sat_core.text import Vocabulary
 
@@ -1049,8 +1052,8 @@ def _resume_command(result: TrainResult) -> str:
     return f"python -m sat_core.train --resume {result.last_path}"
 
 
-@command(ConfigError, CheckpointError, NonFiniteLossError, FileNotFoundError, OutDirError,
-         ReferencesError)
+@command(ConfigError, CheckpointError, NonFiniteLossError, FileNotFoundError, KarpathyFormatError,
+         ImageLoadError, FeatureCacheError, PretrainedWeightsUnavailable)
 def main(argv: list[str] | None = None) -> int:
     """``python -m sat_core.train``: a bad option, checkpoint or out-dir is one ``error:`` line
     and exit status 2 (SAT_DEBUG=1 shows the traceback); Ctrl-C saves ``last.pt``, prints the

@@ -990,3 +990,30 @@ def test_bad_references_stop_the_run_before_the_first_epoch(damage, tiny_data_ro
     assert_one_line_error(status, err, message)
     assert str(json_path) in err or "split of" in err  # the file to fix, or the split
     assert tree(tmp_path) == before  # no out-dir, no vocab.json: nothing written
+
+
+def _latin1_json(root: Path) -> str:
+    path = root / "flickr8k" / "dataset_flickr8k.json"
+    path.write_bytes(path.read_text().replace("child", "enfant é").encode("latin-1"))
+    return "is not UTF-8 text"
+
+
+def _missing_image(root: Path) -> str:
+    (root / "flickr8k" / "images" / "1000268201_00abcdef.png").unlink()
+    return "1000268201_00abcdef.png: file not found"
+
+
+@pytest.mark.parametrize("damage", [_latin1_json, _missing_image])
+def test_a_broken_dataset_is_one_line_naming_the_file(damage, tiny_data_root, tmp_path, capsys):
+    import sat_core.train as tr
+
+    message = damage(tiny_data_root)
+    before = tree(tmp_path)
+    status = tr.main(["--dataset", "flickr8k", "--data-root", str(tiny_data_root),
+                      "--image-size", "16", "--encoder-channels", "8", "--out-dir",
+                      str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert status == 2 and lines[-1].startswith("error: ") and message in lines[-1], err
+    assert "Traceback" not in err
+    _no_new_files(tmp_path, before)  # the feature cache's half-built folder is gone too
