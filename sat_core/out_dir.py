@@ -23,7 +23,9 @@ from pathlib import Path
 from sat_core.errors import UserError
 
 LOCK_NAME = ".lock"
-TEMP_PATTERN = ".*.tmp"  # every atomic save of sat_core writes .<name>...tmp, then renames it
+# What a run writes atomically (a temporary ``.<name>.tmp`` or ``.<name>.<random>.tmp`` beside
+# it, then a rename): only these temporary files are a run's own to clean up.
+RUN_FILES = ("last.pt", "best.pt", "log.csv", "log.json", "run.json", "test_scores.json")
 
 
 class OutDirError(UserError):
@@ -118,9 +120,9 @@ def release_lock(lock: Path) -> None:
 
 
 def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Delete the temporary files of interrupted atomic saves in ``folder`` (only call this
-    while holding the folder's lock: then no other run is writing them). Returns them."""
-    gone = [p for p in folder.glob(TEMP_PATTERN) if p.is_file()]
+    """Delete the temporary files of interrupted atomic saves of :data:`RUN_FILES` in
+    ``folder`` (call it holding the folder's lock: no other run is writing them). Returns them."""
+    gone = [p for name in RUN_FILES for p in folder.glob(f".{name}*.tmp") if p.is_file()]
     for p in gone:
         p.unlink(missing_ok=True)
     return gone
@@ -154,6 +156,6 @@ def claim_out_dir(folder: str | os.PathLike, *, main: bool = True) -> Iterator[P
 
 
 __all__ = [
-    "LOCK_NAME", "OutDirError", "acquire_lock", "check_writable_dir", "claim_out_dir",
+    "LOCK_NAME", "RUN_FILES", "OutDirError", "acquire_lock", "check_writable_dir", "claim_out_dir",
     "pid_alive", "release_lock", "remove_stale_temp_files",
 ]

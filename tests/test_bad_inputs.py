@@ -929,12 +929,13 @@ def test_a_stale_lock_is_taken_over_and_leftovers_are_removed(tmp_path, capsys):
     (out / ".last.pt.x1y2.tmp").write_bytes(b"half")  # torch.save killed half-way
     (out / ".log.json.tmp").write_text("{")
     (out / "last.pt").write_bytes(b"keep me")
+    (out / ".report.json.tmp").write_text("{")  # not the run's: an evaluate writing its report
     with claim_out_dir(out):
         assert json.loads((out / ".lock").read_text())["pid"] == os.getpid()
     err = capsys.readouterr().err
     assert f"taking over the stale lock {out / '.lock'} of process {gone.pid}" in err
     assert "removed 2 temporary file(s) of an interrupted save" in err
-    assert sorted(p.name for p in out.iterdir()) == ["last.pt"]  # the lock released, too
+    assert sorted(p.name for p in out.iterdir()) == [".report.json.tmp", "last.pt"]  # unlocked
     with claim_out_dir(tmp_path / "new" / "run"):  # created, then nothing written there
         pass
     assert not (tmp_path / "new").exists()
