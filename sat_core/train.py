@@ -465,8 +465,8 @@ class _Loop:
     out_dir: Path
     step_log: StepLog | None  # rank 0 only
     stop_after_steps: int | None = None
-    seen: list[Tensor] | None = None
-    ctrl_c: _CtrlC | None = None  # dataset indices this rank trained on (dump_final_weights)
+    seen: list[Tensor] | None = None  # dataset indices this rank trained on (dump_final_weights)
+    ctrl_c: _CtrlC | None = None  # asks the loop to save and stop (train() installs it)
 
     @property
     def last_path(self) -> Path:
@@ -1064,9 +1064,11 @@ def main(argv: list[str] | None = None) -> int:
         result = train(cfg, resume=args.resume, stop_after_steps=args.stop_after_steps,
                        dump_final_weights=args.dump_final_weights)
     except KeyboardInterrupt:  # the second Ctrl-C
-        print("error: stopped at once by a second Ctrl-C; the last checkpoint written is kept — "
-              f"resume with: python -m sat_core.train --resume {Path(cfg.out_dir) / 'last.pt'}",
-              file=sys.stderr)
+        last = Path(cfg.out_dir) / "last.pt"
+        print("error: stopped at once by a second Ctrl-C — " + (
+            f"resume from the last checkpoint written with: python -m sat_core.train --resume "
+            f"{last}" if last.exists() else "no checkpoint was written yet: start the run again"),
+            file=sys.stderr)
         return 130
     if result.status == "stopped":
         if int(os.environ.get("RANK", "0")) == 0:

@@ -915,7 +915,12 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(tr, "train", stopped_at_once)
     assert tr.main(["--out-dir", str(tmp_path / "run")]) == 130
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "second Ctrl-C" in err[0] and "--resume" in err[0]
+    assert len(err) == 1 and "second Ctrl-C" in err[0] and "no checkpoint was written" in err[0]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.pt").write_bytes(b"an earlier checkpoint")
+    assert tr.main(["--out-dir", str(tmp_path / "run")]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith(f"--resume {tmp_path / 'run' / 'last.pt'}")
 
 
 def test_a_stale_lock_is_taken_over_and_leftovers_are_removed(tmp_path, capsys):
