@@ -1023,3 +1023,44 @@ def test_a_broken_dataset_is_one_line_naming_the_file(damage, tiny_data_root, tm
     assert status == 2 and lines[-1].startswith("error: ") and message in lines[-1], err
     assert "Traceback" not in err
     _no_new_files(tmp_path, before)  # the feature cache's half-built folder is gone too
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "plateau"])
+def test_resumed_schedules_take_the_new_rate_and_decay(schedule):
+    # what _resume does to a loaded optimizer + schedule, without training: the new base rate
+    # times what the schedule has done so far (cosine: its factor at this step; plateau: the
+    # decays it made), and plateau's new factor and patience
+    import torch
+
+    import sat_core.train as tr
+    from sat_core.config import TrainConfig
+    from sat_core.losses import MovingAverageBaseline
+
+    old = TrainConfig(lr=0.01, lr_schedule=schedule, lr_decay=0.5, epochs=2)
+    new = TrainConfig(lr=0.003, lr_schedule=schedule, lr_decay=0.2, lr_decay_epochs=7, epochs=2,
+                      weight_decay=0.1, baseline_decay=0.5)
+    model = torch.nn.Linear(2, 2)
+    opt = tr.make_optimizer(old, model)
+    sched = tr.make_scheduler(old, opt, steps_per_epoch=10)
+    for _ in range(8):  # plateau: no gain for 7 epochs > patience 5, so one decay
+        opt.step()
+        sched.step(0.0) if schedule == "plateau" else sched.step()
+    saved = (opt.state_dict(), sched.state_dict())
+
+    opt2 = tr.make_optimizer(new, model)
+    sched2 = tr.make_scheduler(new, opt2, steps_per_epoch=10)
+    opt2.load_state_dict(saved[0])
+    sched2.load_state_dict(saved[1])
+    optim = tr._Optim(opt2, sched2, None, MovingAverageBaseline(momentum=0.9), None)
+    tr._apply_settings(new, old, optim)
+    group = opt2.param_groups[0]
+    if schedule == "cosine":
+        assert group["lr"] == pytest.approx(0.003 * tr.lr_factor(new, 10)(8))
+        sched2.step()
+        assert group["lr"] == pytest.approx(0.003 * tr.lr_factor(new, 10)(9))
+    else:
+        decays = opt.param_groups[0]["lr"] / 0.01
+        assert decays < 1 and group["lr"] == pytest.approx(0.003 * decays)
+        assert (sched2.factor, sched2.patience) == (0.2, 7)
+    assert group["initial_lr"] == 0.003 and group["weight_decay"] == 0.1
+    assert optim.baseline.momentum == 0.5
