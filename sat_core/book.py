@@ -38,6 +38,8 @@ from typing import Any
 
 import yaml
 
+from sat_core.errors import report
+
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL_NAME = "python3"
 CELL_TIMEOUT_S = 4 * 3600  # per cell: chapter 10 trains for real on a GPU
@@ -243,6 +245,22 @@ def execute_notebook(
     return seconds
 
 
+def read_notebook(path: Path) -> Any:
+    """``nbformat.read(path)``; :class:`BookError` naming the file if it is missing or is not a
+    notebook (not JSON, not UTF-8, not the notebook format)."""
+    import nbformat
+
+    path = Path(path)
+    if not path.is_file():
+        raise BookError(f"{path} not found — check the path")
+    try:
+        return nbformat.read(path, as_version=4)
+    except Exception as e:  # noqa: BLE001 (nbformat raises many kinds: each names no file)
+        reason = " ".join(str(e).split())[:120] or type(e).__name__
+        raise BookError(f"{path} is not a readable notebook ({type(e).__name__}: {reason}) — "
+                        "restore it (e.g. git checkout -- FILE) or leave it out") from None
+
+
 def clean_notebook(path: Path) -> bool:
     """Strip outputs, execution counts, widget state and papermill metadata; True if changed.
 
@@ -252,7 +270,7 @@ def clean_notebook(path: Path) -> bool:
     import nbformat
 
     path = Path(path)
-    nb = nbformat.read(path, as_version=4)
+    nb = read_notebook(path)
     before = nbformat.writes(nb)
     for key in ("widgets", "papermill"):
         nb.metadata.pop(key, None)
@@ -492,6 +510,19 @@ def browser_test(root: Path = ROOT, pytest_args: Sequence[str] = ()) -> int:
 # --------------------------------------------------------------------------- command line
 
 
+def _clean(paths: Sequence[Path]) -> int:
+    """``clean``: every notebook is read first, so one bad file (named, status 2) stops the
+    command before any other is rewritten."""
+    try:
+        for path in paths:
+            read_notebook(path)
+    except BookError as err:
+        return report(err)
+    for path in paths:
+        print(f"{path}: {'cleaned' if clean_notebook(path) else 'already clean'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sat_core.book",
@@ -555,11 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 0
         if args.command == "clean":
-            for path in args.notebooks:
-                if not path.exists():
-                    raise BookError(f"{path} not found")
-                print(f"{path}: {'cleaned' if clean_notebook(path) else 'already clean'}")
-            return 0
+            return _clean(args.notebooks)
         return browser_test(args.root, args.pytest_args)
     except BookError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -26,8 +26,9 @@ from sat_core.data.karpathy import load_image_file, read_image
 from sat_core.data.records import ImageLoadError, denormalize_image
 from sat_core.decoding import Hypothesis, decode
 from sat_core.device import pick_device
-from sat_core.errors import ArgumentParser, UserError, command
+from sat_core.errors import ArgumentParser, command
 from sat_core.model import Captioner
+from sat_core.out_dir import check_writable_dir
 from sat_core.text import Vocabulary
 
 
@@ -175,16 +176,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--beam-size must be >= 1, got {args.beam_size}")
     if args.max_len is not None and args.max_len < 1:
         p.error(f"--max-len must be >= 1, got {args.max_len}")
-    if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
-        p.error(f"--out-dir {args.out_dir} is a file; pick a folder")
+    if not (math.isfinite(args.length_norm) and args.length_norm >= 0):
+        p.error(f"--length-norm must be a finite number >= 0, got {args.length_norm}")
+    check_writable_dir(Path(args.out_dir))  # a file, or read-only: one line, before any work
     return args
 
 
 def _device(name: str) -> torch.device:
-    try:
-        return pick_device(name)
-    except RuntimeError as e:  # an unknown device string, or CUDA asked for and absent
-        raise UserError(f"--device {name}: {e}") from e
+    return pick_device(name)  # an unknown name, or CUDA absent: a DeviceError (one line)
 
 
 @command(ImageLoadError, CheckpointError, FileNotFoundError)

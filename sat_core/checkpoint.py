@@ -222,7 +222,8 @@ def save_checkpoint(
 
 def _read(path: Path, map_location: Any) -> dict:
     if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist — check the path (a run writes "
+                              "<out-dir>/last.pt and best.pt)")
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a folder; pass a file such as {path}/best.pt")
     try:

@@ -13,6 +13,7 @@ default and help text, and a new field is a command-line option without further 
 from __future__ import annotations
 
 import argparse
+import math
 import typing
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -34,6 +35,57 @@ DECODE_MODES = ("auto", "soft", "hard-expect", "hard-argmax")
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field and the allowed values."""
+
+
+# The range of every numeric field: (low, high, low included, high included); None = unbounded.
+# Floats must also be finite (no nan, no inf). Checked by TrainConfig.validate, i.e. whenever a
+# config is built: a bad value stops a run before any data is loaded or anything is written.
+_AT_LEAST_1 = (1, None, True, False)
+_AT_LEAST_0 = (0, None, True, False)
+_ABOVE_0 = (0, None, False, False)
+_UNIT = (0, 1, True, True)
+RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    **dict.fromkeys(("n_train", "n_val", "n_test", "embed_dim", "hidden_dim", "attn_dim",
+                     "batch_size", "epochs", "val_beam_size", "test_beam_size", "val_max_len",
+                     "max_size", "encoder_channels", "max_len", "min_count"), _AT_LEAST_1),
+    "image_size": (16, None, True, False),  # the small CNN's four stride-2 blocks need 16 px
+    **dict.fromkeys(("resize", "shapes_seed", "seed", "max_steps", "checkpoint_every",
+                     "patience", "num_workers", "warmup_steps", "val_images", "num_threads",
+                     "log_every", "encoder_context", "lr_decay_epochs", "weight_decay",
+                     "grad_clip", "alpha_c", "lambda_r", "lambda_e"), _AT_LEAST_0),
+    "lr": _ABOVE_0,
+    "lr_decay": (0, 1, False, True),
+    "dropout": (0, 1, True, False),
+    **dict.fromkeys(("hard_mix", "baseline_decay"), _UNIT),
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _range_message(name: str, value: Any, rule: str) -> str:
+    return f"{name} ({_flag(name)}) is {value!r}; it must be {rule} — set {_flag(name)} to {rule}"
+
+
+def _check_range(name: str, value: Any, low: float | None, high: float | None,
+                 low_in: bool, high_in: bool) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a number (finite) in the range."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} ({_flag(name)}) is {value!r}, not a number — give "
+                          f"{_flag(name)} a number")
+    parts = []
+    if low is not None:
+        parts.append(f"{'>=' if low_in else '>'} {low}")
+    if high is not None:
+        parts.append(f"{'<=' if high_in else '<'} {high}")
+    kind = "a finite number" if isinstance(value, float) else "an integer"
+    rule = f"{kind} " + " and ".join(parts)
+    ok = not isinstance(value, float) or math.isfinite(value)
+    ok = ok and (low is None or (value >= low if low_in else value > low))
+    ok = ok and (high is None or (value <= high if high_in else value < high))
+    if not ok:
+        raise ConfigError(_range_message(name, value, rule))
 
 
 def _f(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:
@@ -155,21 +207,22 @@ class TrainConfig:
                 raise ConfigError(
                     f"{f.name}={value!r} is not valid; choose one of {', '.join(choices)}"
                 )
-        positive = ("n_train", "n_val", "n_test", "image_size", "embed_dim", "hidden_dim",
-                    "attn_dim", "batch_size", "epochs", "val_beam_size", "test_beam_size",
-                    "val_max_len", "max_size", "encoder_channels", "max_len", "min_count")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_steps", "checkpoint_every", "patience", "num_workers", "warmup_steps",
-                     "val_images", "num_threads", "log_every", "encoder_context"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("dropout", "hard_mix", "baseline_decay"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        for f in fields(self):
+            if f.name in RANGES:
+                _check_range(f.name, getattr(self, f.name), *RANGES[f.name])
+        from sat_core.device import DeviceError, parse_device
+
+        try:
+            parse_device(self.device)  # the name only: whether this machine has it is for train
+        except DeviceError as e:
+            raise ConfigError(str(e)) from None
+        if self.lr_schedule == "plateau" and self.lr_decay >= 1:
+            raise ConfigError(f"lr_decay (--lr-decay) is {self.lr_decay!r}: with --lr-schedule "
+                              "plateau it must be < 1 — give --lr-decay a value in (0, 1)")
+        if self.lr_schedule == "step" and self.lr_decay_epochs < 1:
+            raise ConfigError(f"lr_decay_epochs (--lr-decay-epochs) is {self.lr_decay_epochs}: "
+                              "with --lr-schedule step it must be >= 1 — set --lr-decay-epochs "
+                              "to an integer >= 1")
         if self.encoder_weights == "shapes-regions" and (self.encoder, self.dataset) != (
                 "small", "shapes"):
             raise ConfigError(
@@ -358,7 +411,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def build_parser(prog: str = "python -m sat_core.train", description: str = "") -> (
     argparse.ArgumentParser
 ):
-    parser = argparse.ArgumentParser(
+    from sat_core.errors import ArgumentParser  # usage errors: one ``error:`` line, status 2
+
+    parser = ArgumentParser(
         prog=prog, description=description,
         epilog="presets:\n" + _preset_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,

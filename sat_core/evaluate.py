@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -43,9 +42,11 @@ from sat_core.data.records import ImageLoadError, Split
 from sat_core.data.shapes import ShapesConfig
 from sat_core.decoding import decode
 from sat_core.device import pick_device
+from sat_core.errors import ArgumentParser, UserError, command
 from sat_core.grounding import attention_grounding
 from sat_core.metrics import METRICS, coco_scores, format_table1
 from sat_core.model import Captioner
+from sat_core.out_dir import check_writable_dir
 from sat_core.text import Vocabulary
 
 SPLITS = ("train", "val", "test")
@@ -224,10 +225,10 @@ def evaluate_checkpoint(
     Shapes checkpoints (with ``shapes_measures``) add ``caption_accuracy``, ``word_accuracy`` and
     ``grounding`` (see :func:`shapes_report`); other datasets have no such keys.
     """
+    check_report_path(out)  # before any decoding: a bad --out must not waste it
     model, vocab, cfg = load_captioner(checkpoint, device)
     data = load_eval_split(cfg, split, data_root)
-    mode = mode or cfg.eval_mode
-    max_len = max_len or cfg.val_max_len
+    mode, max_len = mode or cfg.eval_mode, max_len or cfg.val_max_len
     rows = decode_split(model, data, vocab, beam_size=beam_size, max_len=max_len,
                         length_norm=length_norm, mode=mode, limit=limit, batch_size=batch_size,
                         progress=progress)
@@ -263,6 +264,18 @@ def evaluate_checkpoint(
     return report
 
 
+def check_report_path(path: str | Path | None) -> None:
+    """Raise :class:`~sat_core.errors.UserError` unless a report can be written at ``path``
+    (None: no report): not an existing folder, in a folder that is (or can be) writable."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"--out {path} is a folder — give a file name such as "
+                        f"{path / 'report.json'}")
+    check_writable_dir(path.parent, flag="--out's folder")
+
+
 def _write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -271,7 +284,8 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    """The command's options; usage errors are one ``error:`` line (:mod:`sat_core.errors`)."""
+    p = ArgumentParser(
         prog="python -m sat_core.evaluate",
         description="Decode a split once per image with beam search and score it with the COCO "
         "metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D); print Table 1, write a JSON report.",
@@ -297,21 +311,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = build_parser()
+    args = p.parse_args(argv)
+    for name in ("beam_size", "batch_size") + (("max_len",) if args.max_len is not None else ()):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.limit < 0:
+        p.error(f"--limit must be >= 0 (0 = all images), got {args.limit}")
+    if not (math.isfinite(args.length_norm) and args.length_norm >= 0):
+        p.error(f"--length-norm must be a finite number >= 0, got {args.length_norm}")
+    return args
+
+
+@command(CheckpointError, FileNotFoundError, ImageLoadError, ValueError)
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.beam_size < 1 or (args.max_len is not None and args.max_len < 1) or args.limit < 0:
-        print("error: --beam-size and --max-len must be >= 1 and --limit >= 0", file=sys.stderr)
-        return 2
-    try:
-        report = evaluate_checkpoint(
-            args.checkpoint, split=args.split, beam_size=args.beam_size, max_len=args.max_len,
-            length_norm=args.length_norm, mode=args.mode, device=args.device, limit=args.limit,
-            batch_size=args.batch_size, data_root=args.data_root, out=args.out,
-            progress=not args.no_progress,
-        )
-    except (CheckpointError, FileNotFoundError, ImageLoadError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    """``python -m sat_core.evaluate``; a bad option, checkpoint, dataset or ``--out`` is one
+    ``error:`` line and exit status 2, before any decoding."""
+    args = _parse_args(argv)
+    report = evaluate_checkpoint(
+        args.checkpoint, split=args.split, beam_size=args.beam_size, max_len=args.max_len,
+        length_norm=args.length_norm, mode=args.mode, device=args.device, limit=args.limit,
+        batch_size=args.batch_size, data_root=args.data_root, out=args.out,
+        progress=not args.no_progress,
+    )
     print(report["table"])
     if "caption_accuracy" in report:
         print(format_shapes_report(report))

@@ -9,9 +9,11 @@ turns an hour-long epoch of VGG forward passes into reads from disk. A cache is 
 * ``index.json``: format marker, encoder name and weights, L, D, grid, dtype, image size, the
   ``image_ids`` and ``filenames`` of rows 0..N-1, and a ``complete`` flag.
 
-A build writes into ``<path>.partial`` and renames it to ``<path>`` only once every row is written
-and the index says ``complete: true``; an interrupted build therefore never leaves anything that
-looks like a complete cache at ``<path>`` (and a rebuild starts afresh).
+A build writes into ``<path>.partial-<pid>-...`` (its own: two runs building one cache at the
+same time never touch each other's files) and renames it to ``<path>`` only once every row is
+written and the index says ``complete: true``; an interrupted build therefore never leaves
+anything that looks like a complete cache at ``<path>``, and the next build removes what it
+left. When two builds of one cache race, the one that finishes second keeps the first one's.
 
 Reading: ``cache = FeatureCache.open(path)``; ``cache[image_id]`` -> float32 (L, D);
 ``cached_split(split, cache)`` swaps the split's image loader for ``cache.loader()``, so every
@@ -24,6 +26,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -56,8 +60,26 @@ class MissingFeaturesError(FeatureCacheError, KeyError):
         return str(self.args[0])
 
 
-def _partial_path(path: Path) -> Path:
-    return path.with_name(path.name + ".partial")
+def _new_partial(path: Path) -> Path:
+    """A new folder where this build writes the cache ``path``: ``<path>.partial-<pid>-<random>``
+    (a build of its own even beside another one in this process, in another thread)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{path.name}.partial-{os.getpid()}-", dir=path.parent))
+
+
+def _leftovers(path: Path) -> list[Path]:
+    """What interrupted builds of ``path`` left: ``.partial`` / ``.old`` folders (of this code,
+    with a process id, or of older code, without one) whose process no longer runs."""
+    from sat_core.out_dir import pid_alive
+
+    found = []
+    for p in path.parent.glob(f"{path.name}.*"):
+        kind, _, rest = p.name[len(path.name) + 1:].partition("-")
+        pid = rest.split("-")[0]
+        if kind in ("partial", "old") and p.is_dir() and not (
+                pid.isdigit() and (int(pid) == os.getpid() or pid_alive(int(pid)))):
+            found.append(p)
+    return found
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,8 +111,9 @@ class FeatureCache:
         rebuild = "build it with sat_core.features.build_feature_cache(encoder, split, path)"
         if not path.exists():
             hint = ""
-            if _partial_path(path).exists():
-                hint = f" (an interrupted build left {_partial_path(path)}; rebuilding replaces it)"
+            left = _leftovers(path)
+            if left:
+                hint = f" (an interrupted build left {left[0]}; rebuilding replaces it)"
             raise FeatureCacheError(f"no feature cache at {path}{hint}; {rebuild}")
         index_file = path / INDEX_NAME
         if not path.is_dir() or not index_file.is_file():
@@ -296,10 +319,10 @@ def build_feature_cache(
     dev = pick_device(device)
     was_training = encoder.training
     encoder.to(dev).eval()
-    partial = _partial_path(path)
-    if partial.exists():  # left by a killed build
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
+    started = time.time()
+    for left in _leftovers(path):  # of killed builds
+        shutil.rmtree(left, ignore_errors=True)
+    partial = _new_partial(path)
     index: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
@@ -355,7 +378,7 @@ def build_feature_cache(
         del features
         index["complete"] = True
         _write_index(partial, index)
-        _swap_in(partial, path)
+        _swap_in(partial, path, started)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -375,13 +398,25 @@ def _grid_of(encoder: nn.Module, size: Any, L: int) -> tuple[int, int]:
     return grid
 
 
-def _swap_in(partial: Path, path: Path) -> None:
-    """Rename the finished ``partial`` directory to ``path``, replacing an older cache."""
-    old = path.with_name(path.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
+def _swap_in(partial: Path, path: Path, started: float) -> None:
+    """Rename the finished ``partial`` directory to ``path``, replacing an older cache there. A
+    complete cache that appeared at ``path`` since this build ``started`` was built by another
+    process at the same time, from the same inputs: it is kept and ``partial`` removed."""
+    index = path / INDEX_NAME
+    if _is_cache_dir(path) and index.stat().st_mtime >= started:
+        shutil.rmtree(partial)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f"{path.name}.old-{os.getpid()}-", dir=path.parent))
+    old.rmdir()  # a free name for the old cache
     if path.exists():
-        path.rename(old)
-    partial.rename(path)
-    if old.exists():
-        shutil.rmtree(old)
+        try:
+            path.rename(old)
+        except FileNotFoundError:  # another build moved it away first
+            pass
+    try:
+        partial.rename(path)
+    except OSError:
+        if not _is_cache_dir(path):
+            raise
+        shutil.rmtree(partial)  # another build put its cache there in between: keep that one
+    shutil.rmtree(old, ignore_errors=True)

@@ -180,10 +180,25 @@ def get_pretrained_weights(path: Path, split: Split, *, channels: int, image_siz
     encoder, _ = pretrain_small_encoder(split, channels=channels, image_size=image_size,
                                         seed=seed, context=context, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_temp_files(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(encoder.state_dict(), tmp)
     os.replace(tmp, path)
     return path
+
+
+def remove_dead_temp_files(path: Path) -> list[Path]:
+    """Delete ``.<name>.<pid>.tmp`` beside ``path`` left by saves of processes that no longer
+    run (killed half-way); a live process's file is its save in progress and stays."""
+    from sat_core.out_dir import pid_alive
+
+    gone = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:-len(".tmp")]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            gone.append(tmp)
+    return gone
 
 
 __all__ = [

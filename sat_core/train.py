@@ -30,7 +30,9 @@ import hashlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -59,14 +61,25 @@ from sat_core.data.batching import (
     collate_captions,
     collate_images,
 )
-from sat_core.data.datasets import CaptionDataset, ImageDataset, build_vocabulary, load_splits
-from sat_core.data.records import Split
+from sat_core.data.datasets import (
+    CaptionDataset,
+    ImageDataset,
+    build_vocabulary,
+    dataset_paths,
+    load_splits,
+)
+from sat_core.data.karpathy import KarpathyFormatError
+from sat_core.data.records import ImageLoadError, Split, check_references
 from sat_core.decoding import decode
 from sat_core.device import seed_everything
 from sat_core.distributed import Dist, setup_distributed
+from sat_core.encoder import PretrainedWeightsUnavailable
+from sat_core.errors import command
+from sat_core.features import FeatureCacheError
 from sat_core.losses import MovingAverageBaseline, attention_entropy, caption_loss
 from sat_core.metrics import corpus_bleu
 from sat_core.model import Captioner, build_model, teacher_forcing
+from sat_core.out_dir import claim_out_dir
 from sat_core.paths import shown_path
 from sat_core.run_state import RunState, restore_rng_states, rng_states
 from sat_core.text import Vocabulary
@@ -95,6 +108,10 @@ def load_data(cfg: TrainConfig) -> tuple[dict[str, Split], Vocabulary]:
     else:
         splits = load_splits(cfg.dataset, data_root=cfg.data_root, image_size=cfg.image_size,
                              resize=cfg.resize or None)
+    source = ("the Shapes world" if cfg.dataset == "shapes"
+              else str(dataset_paths(cfg.dataset, cfg.data_root)[0]))
+    needed = ("train", "val") + (("test",) if cfg.test_metrics != "none" else ())
+    check_references(splits, needed, source)
     vocab = build_vocabulary(splits["train"], min_count=cfg.min_count, max_size=cfg.max_size)
     return splits, vocab
 
@@ -377,7 +394,7 @@ class TrainResult:
     """What :func:`train` returns (rank 0 has the metrics; other ranks get the same paths)."""
 
     out_dir: Path
-    status: str  # "finished" | "early-stopped" | "max-steps" | "interrupted"
+    status: str  # "finished" | "early-stopped" | "max-steps" | "interrupted" | "stopped" (Ctrl-C)
     epoch: int
     step: int
     best_bleu4: float | None
@@ -409,6 +426,32 @@ class _Optim:
     hard_gen: torch.Generator
 
 
+class _CtrlC:
+    """Ctrl-C during training: the first one asks the loop to save ``last.pt`` after the step in
+    progress and stop (``requested``); a second one stops at once (KeyboardInterrupt). Installed
+    only in the main thread (signal handlers live there), restored on exit."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _CtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: saving a checkpoint after this step, then stopping (press Ctrl-C again "
+              "to stop at once, without saving)", file=sys.stderr, flush=True)
+
+
 @dataclass
 class _Loop:
     """Everything the epochs share: one object instead of a dozen arguments."""
@@ -424,6 +467,7 @@ class _Loop:
     step_log: StepLog | None  # rank 0 only
     stop_after_steps: int | None = None
     seen: list[Tensor] | None = None  # dataset indices this rank trained on (dump_final_weights)
+    ctrl_c: _CtrlC | None = None  # asks the loop to save and stop (train() installs it)
 
     @property
     def last_path(self) -> Path:
@@ -463,29 +507,31 @@ def train(
     """Train (or continue) a captioner as configured by ``cfg``; see the module docstring.
 
     ``resume``: a checkpoint path, or ``"auto"`` for ``<out_dir>/last.pt`` (a fresh start if it
-    does not exist). ``stop_after_steps`` (tests): stop right after that optimizer step, as if the
+    does not exist). The out-dir is locked while the run lasts (:mod:`sat_core.out_dir`); a first
+    Ctrl-C saves ``last.pt`` at the current step and returns with status ``"stopped"``.
+    ``stop_after_steps`` (tests): stop right after that optimizer step, as if the
     process were killed. ``dump_final_weights`` (tests): every rank writes its final parameters
     and the caption indices it trained on to ``<out_dir>/rank{r}_final.pt``.
     """
-    run = setup_distributed(cfg)
+    run = setup_distributed(cfg)  # an unknown device, or one this machine lacks: DeviceError
     threads = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     try:
-        return _train(cfg, run, resume, stop_after_steps, dump_final_weights)
+        with claim_out_dir(cfg.out_dir, main=run.main), _CtrlC() as ctrl_c:
+            return _train(cfg, run, resume, stop_after_steps, dump_final_weights, ctrl_c)
     finally:
         torch.set_num_threads(threads)  # a notebook calling train() keeps its own setting
         run.close()
 
 
 def _train(cfg: TrainConfig, run: Dist, resume: str | Path | None,
-           stop_after_steps: int | None, dump_final_weights: bool) -> TrainResult:
+           stop_after_steps: int | None, dump_final_weights: bool,
+           ctrl_c: _CtrlC | None = None) -> TrainResult:
     """The whole run: set up, resume, train epoch after epoch, finish. The order of the set-up
     steps is the order of the random draws, which a resumed run must repeat exactly."""
     do_compile = _check_runtime(cfg, run.device, run)
-    out_dir = Path(cfg.out_dir)
-    if run.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(cfg.out_dir)  # checked, created and locked by claim_out_dir
     seed_everything(cfg.seed)
     data, model = _data_and_model(cfg, run, out_dir)
     optim = _optimisation(cfg, model, len(data.sampler), run)
@@ -495,7 +541,7 @@ def _train(cfg: TrainConfig, run: Dist, resume: str | Path | None,
         _restore_rng(ckpt, run, optim.hard_gen)
     step_log = StepLog(out_dir / "steps.csv", ckpt["step"] if ckpt else None) if run.main else None
     loop = _Loop(cfg, run, data, model, forward, optim, state, out_dir, step_log,
-                 stop_after_steps, seen=[] if dump_final_weights else None)
+                 stop_after_steps, seen=[] if dump_final_weights else None, ctrl_c=ctrl_c)
 
     status = "finished"
     model.train()
@@ -504,7 +550,8 @@ def _train(cfg: TrainConfig, run: Dist, resume: str | Path | None,
 
     if dump_final_weights:
         _dump_final_weights(loop)
-    scores = _finish(loop, status) if status != "interrupted" and run.main else None
+    stopped = status in ("interrupted", "stopped")
+    scores = _finish(loop, status) if not stopped and run.main else None
     run.barrier()
     return TrainResult(out_dir=out_dir, status=status, epoch=state.epoch, step=state.step,
                        best_bleu4=state.best["bleu4"],
@@ -561,6 +608,7 @@ def _resume(cfg: TrainConfig, run: Dist, resume: str | Path | None, model: Capti
     ckpt = load_checkpoint(path, vocab=vocab, config=cfg, map_location=run.device)
     changed = {k: v for k, v in config_diff(ckpt["config"], cfg).items()
                if k not in RUNTIME_FIELDS}
+    _refuse_changes(path, changed, ckpt["batch_in_epoch"])
     if changed:
         _say(run, f"resuming {path} with changed settings (checkpoint -> now): {changed}")
     model.load_state_dict(ckpt["model"])
@@ -569,10 +617,57 @@ def _resume(cfg: TrainConfig, run: Dist, resume: str | Path | None, model: Capti
     if ckpt.get("scaler"):
         optim.scaler.load_state_dict(ckpt["scaler"])
     optim.baseline.load_state_dict(ckpt["baseline"])
+    _apply_settings(cfg, ckpt["config"], optim)
     state = RunState.from_checkpoint(ckpt)
     _say(run, f"resuming {path}: epoch {state.epoch + 1}, batch {state.batch_in_epoch}, "
               f"step {state.step}")
     return state, ckpt
+
+
+# Settings a resumed run cannot take over from the command line: the optimizer's state belongs to
+# one algorithm; a plateau schedule keeps another state than the per-step ones; and in the middle
+# of an epoch the position (batches done) means other captions with other batches.
+_NEVER_CHANGED_ON_RESUME = ("optimizer",)
+_NOT_CHANGED_MID_EPOCH = ("batch_size", "equal_length", "seed")
+
+
+def _refuse_changes(path: Path, changed: dict[str, Any], batch_in_epoch: int) -> None:
+    """Raise :class:`ConfigError` for a changed setting that resuming cannot apply."""
+    refused = [k for k in _NEVER_CHANGED_ON_RESUME if k in changed]
+    if "lr_schedule" in changed and "plateau" in changed["lr_schedule"]:
+        refused.append("lr_schedule")
+    if batch_in_epoch:
+        refused += [k for k in _NOT_CHANGED_MID_EPOCH if k in changed]
+    if refused:
+        listed = ", ".join(f"--{k.replace('_', '-')} {changed[k][0]} -> {changed[k][1]}"
+                           for k in refused)
+        where = f" in the middle of an epoch (batch {batch_in_epoch})" if batch_in_epoch else ""
+        raise ConfigError(f"cannot resume {path} with {listed}{where}: the saved optimizer and "
+                          "schedule state would not fit — resume with the checkpoint's values, "
+                          "or start a new run in another --out-dir")
+
+
+def _apply_settings(cfg: TrainConfig, old: TrainConfig, optim: _Optim) -> None:
+    """Put the current ``cfg``'s learning rate, weight decay, lr decay and baseline decay into
+    the state just loaded from a checkpoint of ``old``, so that a changed setting is used, not
+    only reported: the param groups' lr, initial_lr and weight_decay, the schedule's base rates
+    (the current rate = new base x the schedule's factor at this step) and its decay."""
+    sched = optim.sched
+    plateau = isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    for group in optim.opt.param_groups:
+        if plateau:  # the decays so far, applied to the new base rate
+            if cfg.lr != old.lr:
+                group["lr"] = cfg.lr * group["lr"] / old.lr
+        else:
+            group["lr"] = cfg.lr * sched.lr_lambdas[0](sched.last_epoch)
+        group["initial_lr"] = cfg.lr
+        group["weight_decay"] = cfg.weight_decay
+    if plateau:
+        sched.factor, sched.patience = cfg.lr_decay, cfg.lr_decay_epochs
+    if hasattr(sched, "base_lrs"):
+        sched.base_lrs = [cfg.lr] * len(optim.opt.param_groups)
+    sched._last_lr = [g["lr"] for g in optim.opt.param_groups]
+    optim.baseline.momentum = cfg.baseline_decay
 
 
 def _wrap_forward(model: Captioner, run: Dist, do_compile: bool) -> nn.Module:
@@ -618,7 +713,7 @@ def _train_epoch(loop: _Loop) -> str:
     """One epoch (the rest of it after a resume): its batches, then validation, logs, checkpoints.
     Returns the run's status: "finished" to go on, or why it stops."""
     stop = _run_batches(loop)
-    if stop == "interrupted":
+    if stop in ("interrupted", "stopped"):
         return stop
     status = _end_of_epoch(loop.cfg, loop.state, loop.model, loop.data.splits, loop.data.vocab,
                            loop.optim.sched, loop.run, loop.run.device)
@@ -653,8 +748,9 @@ class _Clock:
 
 
 def _run_batches(loop: _Loop) -> str | None:
-    """The epoch's batches, one :func:`_train_step` each; ``"interrupted"`` (stop_after_steps) or
-    ``"max-steps"`` if the run stops before the epoch's end, else None."""
+    """The epoch's batches, one :func:`_train_step` each; ``"interrupted"`` (stop_after_steps),
+    ``"stopped"`` (Ctrl-C, ``last.pt`` saved at this step) or ``"max-steps"`` if the run stops
+    before the epoch's end, else None."""
     cfg, run, state, o = loop.cfg, loop.run, loop.state, loop.optim
     batches, loader = _epoch_loader(loop)
     bar = tqdm(total=len(loop.data.sampler), initial=state.batch_in_epoch, unit="batch",
@@ -670,19 +766,29 @@ def _run_batches(loop: _Loop) -> str | None:
         bar.update(1)
         if cfg.log_every and state.step % cfg.log_every == 0:
             _log_step(loop, bar, clock, parts)
-        if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
-            state.epoch_stats["time"] += clock.lap()
-            _save(loop, loop.last_path)
-        if loop.stop_after_steps is not None and state.step >= loop.stop_after_steps:
-            stop = "interrupted"
-            break
-        if cfg.max_steps and state.step >= cfg.max_steps:
-            stop = "max-steps"
+        stop = _after_step(loop, clock)
+        if stop:
             break
     bar.close()
-    if stop != "interrupted":
+    if stop not in ("interrupted", "stopped"):
         state.epoch_stats["time"] += clock.lap()
     return stop
+
+
+def _after_step(loop: _Loop, clock: _Clock) -> str | None:
+    """Checkpoint if due (or asked for by Ctrl-C); why the run stops after this step, if it does."""
+    cfg, state = loop.cfg, loop.state
+    ctrl_c = loop.run.any(loop.ctrl_c is not None and loop.ctrl_c.requested)  # every rank agrees
+    if ctrl_c or (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0):
+        state.epoch_stats["time"] += clock.lap()
+        _save(loop, loop.last_path)
+    if ctrl_c:
+        return "stopped"
+    if loop.stop_after_steps is not None and state.step >= loop.stop_after_steps:
+        return "interrupted"
+    if cfg.max_steps and state.step >= cfg.max_steps:
+        return "max-steps"
+    return None
 
 
 def _count_step(state: RunState, batch: CaptionBatch, parts: dict[str, Tensor]) -> float:
@@ -754,8 +860,8 @@ def _train_step(cfg: TrainConfig, batch: CaptionBatch, forward: nn.Module,
                  else "no checkpoint was written yet")
         raise NonFiniteLossError(
             f"non-finite loss ({float(loss.detach())}) at step {state.step + 1} "
-            f"(epoch {state.epoch + 1}, batch {state.batch_in_epoch + 1}); stopping, {where}. "
-            "Try a lower --lr, --grad-clip 5, or --amp none, then --resume it.")
+            f"(epoch {state.epoch + 1}, batch {state.batch_in_epoch + 1}); stopping, {where} — "
+            "try a lower --lr, --grad-clip 5, or --amp none, then --resume it")
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if cfg.grad_clip:
@@ -874,7 +980,8 @@ def get_or_train(preset_or_config: str | TrainConfig, out_dir: str | Path,
 
     A run matches when every field that affects learning is equal (fields such as ``device``,
     ``num_workers`` or ``progress`` are ignored, see :data:`~sat_core.config.RUNTIME_FIELDS`).
-    An interrupted matching run is resumed from ``last.pt``.
+    An interrupted matching run is resumed from ``last.pt``; a Ctrl-C (interrupt) during the
+    training saves ``last.pt`` and raises KeyboardInterrupt.
     """
     overrides["out_dir"] = str(out_dir)
     if isinstance(preset_or_config, str):
@@ -897,6 +1004,9 @@ def get_or_train(preset_or_config: str | TrainConfig, out_dir: str | Path,
         except CheckpointError:
             pass
     result = train(cfg, resume=resume)
+    if result.status == "stopped":  # Ctrl-C (a notebook's "interrupt"): last.pt is saved, and
+        raise KeyboardInterrupt(f"training stopped; {result.last_path} is saved and the next "
+                                "call resumes it")  # the cell stops as asked
     if result.best_path is None:
         raise RuntimeError(f"training in {out_dir} ended without a best.pt ({result.status})")
     return result.best_path
@@ -923,20 +1033,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config_of(args: argparse.Namespace) -> TrainConfig:
+    """The run's config: with ``--resume`` and no ``--preset``, the checkpoint's config with the
+    options given on top (so ``--resume PATH --lr 1e-4`` changes only the lr); else the preset's
+    (or the defaults) with the options given."""
+    given = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
+    path = None
+    if args.resume and not args.preset:
+        path = Path(args.resume)
+        if args.resume == "auto":
+            path = Path(given.get("out_dir", TrainConfig.out_dir)) / "last.pt"
+            path = path if path.exists() else None
+    if path is None:
+        return config_from_args(args)
+    return make_config(load_checkpoint(path)["config"], **given)
+
+
+def _resume_command(result: TrainResult) -> str:
+    return f"python -m sat_core.train --resume {result.last_path}"
+
+
+@command(ConfigError, CheckpointError, NonFiniteLossError, FileNotFoundError, KarpathyFormatError,
+         ImageLoadError, FeatureCacheError, PretrainedWeightsUnavailable)
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    given = [k for k in vars(args) if k in TrainConfig.__dataclass_fields__]
+    """``python -m sat_core.train``: a bad option, checkpoint or out-dir is one ``error:`` line
+    and exit status 2 (SAT_DEBUG=1 shows the traceback); Ctrl-C saves ``last.pt``, prints the
+    command that resumes it and exits with 130."""
+    args = build_parser().parse_args(argv)
+    cfg = _config_of(args)
     try:
-        if args.resume and args.resume != "auto" and not given and not args.preset:
-            cfg = load_checkpoint(args.resume)["config"]  # continue exactly that run
-        else:
-            cfg = config_from_args(args)
         result = train(cfg, resume=args.resume, stop_after_steps=args.stop_after_steps,
                        dump_final_weights=args.dump_final_weights)
-    except (ConfigError, CheckpointError, NonFiniteLossError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:  # the second Ctrl-C
+        last = Path(cfg.out_dir) / "last.pt"
+        print("error: stopped at once by a second Ctrl-C — " + (
+            f"resume from the last checkpoint written with: python -m sat_core.train --resume "
+            f"{last}" if last.exists() else "no checkpoint was written yet: start the run again"),
+            file=sys.stderr)
+        return 130
+    if result.status == "stopped":
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"stopped by Ctrl-C after step {result.step}; saved {result.last_path} — "
+                  f"resume with: {_resume_command(result)}", file=sys.stderr)
+        return 130
     if result.best_path is not None and int(os.environ.get("RANK", "0")) == 0:
         print(f"{result.status} after {result.step} steps; best val BLEU-4 "
               f"{result.best_bleu4:.4f}: {result.best_path}", file=sys.stderr)

@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import threading
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from PIL import Image
 from sat_core.data import download as dl
 from sat_core.data.karpathy import load_image_file, load_karpathy
 from sat_core.data.records import ImageLoadError, denormalize_image
+from sat_core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -202,6 +205,15 @@ def _missing_checkpoint(tmp: Path) -> list[object]:
     return ["--checkpoint", tmp / "none.pt", tmp / "a.png", "--out-dir", tmp / "figs"]
 
 
+def _dirty_and_broken_notebooks(tmp: Path) -> list[object]:
+    nb = new_notebook(cells=[new_code_cell("print(1)")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", text="1\n")]
+    nb.cells[0].execution_count = 1
+    write_nb(tmp / "good.ipynb", nb)  # has outputs: clean would rewrite it
+    (tmp / "bad.ipynb").write_text("<<<<<<< HEAD\n{\n", encoding="utf-8")  # a merge conflict
+    return ["clean", tmp / "good.ipynb", tmp / "bad.ipynb"]
+
+
 def _no_new_files(tmp: Path, before: dict) -> None:
     """Folders may appear (``data/``), files may not; nothing that was there changes."""
     now = tree(tmp)
@@ -255,6 +267,10 @@ CASES: list[Case] = [
     Case("caption: missing checkpoint", "sat_core.caption", _missing_checkpoint, "none.pt"),
     Case("caption: no image", "sat_core.caption", lambda tmp: ["--checkpoint", "x.pt"],
          "the following arguments are required"),
+    Case("train: negative --grad-clip", "sat_core.train",
+         lambda tmp: ["--grad-clip", "-1", "--out-dir", tmp / "run"], "--grad-clip"),
+    Case("book: clean a notebook that is not JSON", "sat_core.book",
+         _dirty_and_broken_notebooks, "bad.ipynb is not a readable notebook"),
     Case("download: unknown dataset", "sat_core.data.download",
          lambda tmp: ["imagenet", "--root", tmp / "data"], "invalid choice"),
     Case("download: mirror unreachable", "sat_core.data.download",
@@ -604,3 +620,447 @@ def test_corrupt_zip_is_an_archive_error_naming_it(tmp_path, write_karpathy):
     ds = root / "flickr8k"
     assert not (ds / "images").exists() and list(ds.glob(".extract-*")) == []
     assert "Flickr8k_Dataset.zip" not in json.loads((root / "checksums.json").read_text())
+
+
+# ------------------------------------------------------------------------------ the training
+
+
+def call_main(main: Callable[[list[str]], int], argv: list[str]) -> int | str | None:
+    """``main(argv)``'s exit status, whether it returns it or argparse exits with it."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+def assert_one_line_error(status: object, err: str, message: str) -> None:
+    """Status 2, and stderr is one line ``error: <what> — <what to do>`` holding ``message``."""
+    lines = err.strip().splitlines()
+    assert status == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    assert " — " in lines[0] and "Traceback" not in err
+# In-process (``main(argv)`` with capsys): the same one-line checks as the table above, without
+# a torch import per case. ``load_data`` is replaced by a trap: every bad option must be refused
+# before any data is loaded, and ``tmp_path`` must stay empty (nothing written, no out-dir made).
+
+
+def _file_out_dir(tmp: Path) -> list[str]:
+    (tmp / "run").write_text("my notes\n")
+    return ["--out-dir", str(tmp / "run")]
+
+
+def _out_dir_under_a_file(tmp: Path) -> list[str]:
+    (tmp / "notes").write_text("my notes\n")
+    return ["--out-dir", str(tmp / "notes" / "run")]
+
+
+def _read_only_out_dir(tmp: Path) -> list[str]:
+    (tmp / "ro").mkdir()
+    (tmp / "ro").chmod(0o555)
+    return ["--out-dir", str(tmp / "ro" / "run")]
+
+
+def _locked_out_dir(tmp: Path) -> list[str]:
+    (tmp / "run").mkdir()  # a run in progress: this very process holds the lock
+    (tmp / "run" / ".lock").write_text(json.dumps({"pid": os.getpid(), "started": "now"}))
+    return ["--out-dir", str(tmp / "run")]
+
+
+TRAIN_BAD: list[tuple[str, Callable[[Path], list[str]] | list[str], str]] = [
+    ("grad-clip", ["--grad-clip", "-1"], "grad_clip (--grad-clip) is -1.0; it must be"),
+    ("lr-nan", ["--lr", "nan"], "lr (--lr) is nan"),
+    ("lr-zero", ["--lr", "0"], "lr (--lr) is 0.0"),
+    ("lr-decay", ["--lr-decay", "-1"], "--lr-decay"),
+    ("alpha-c", ["--alpha-c", "-5"], "--alpha-c"),
+    ("weight-decay", ["--weight-decay", "-1"], "--weight-decay"),
+    ("lambda-e-inf", ["--lambda-e", "inf"], "--lambda-e"),
+    ("dropout-1", ["--dropout", "1"], "--dropout"),
+    ("hard-mix", ["--hard-mix", "1.5"], "--hard-mix"),
+    ("epochs", ["--epochs", "0"], "epochs (--epochs) is 0"),
+    ("batch-size", ["--batch-size", "0"], "--batch-size"),
+    ("seed", ["--seed", "-3"], "--seed"),
+    ("shapes-seed", ["--shapes-seed", "-1"], "--shapes-seed"),
+    ("image-size", ["--image-size", "8"], "--image-size"),
+    ("plateau-decay-1", ["--lr-schedule", "plateau", "--lr-decay", "1"], "plateau"),
+    ("step-every-0", ["--lr-schedule", "step", "--lr-decay-epochs", "0"], "--lr-decay-epochs"),
+    ("lr-not-a-number", ["--lr", "fast"], "invalid float value"),
+    ("device-banana", ["--device", "banana"], "'banana' is not a device"),
+    ("device-cuda", ["--device", "cuda:7"], "--device cuda:7"),
+    ("out-dir-is-a-file", _file_out_dir, "is a file, not a folder"),
+    ("out-dir-under-a-file", _out_dir_under_a_file, "is a file, not a folder"),
+    ("out-dir-read-only", _read_only_out_dir, "cannot write in"),
+    ("out-dir-in-use", _locked_out_dir, f"in use by training process {os.getpid()}"),
+    ("resume-missing", ["--resume", "none.pt"], "none.pt does not exist"),
+]
+
+
+@pytest.mark.parametrize(("setup", "message"), [c[1:] for c in TRAIN_BAD],
+                         ids=[c[0] for c in TRAIN_BAD])
+def test_bad_training_option_is_refused_before_any_work(setup, message, tmp_path, capsys,
+                                                        monkeypatch):
+    import sat_core.train as tr
+
+    if setup is _read_only_out_dir and os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+
+    def trap(cfg):
+        raise AssertionError("the data were loaded before the options were checked")
+
+    monkeypatch.setattr(tr, "load_data", trap)
+    monkeypatch.chdir(tmp_path)
+    args = setup(tmp_path) if callable(setup) else [*setup, "--out-dir", str(tmp_path / "run")]
+    before = tree(tmp_path)
+    status = call_main(tr.main, [*args, "--features-dir", str(tmp_path / "features")])
+    assert_one_line_error(status, capsys.readouterr().err, message)
+    assert tree(tmp_path) == before
+
+
+def test_every_numeric_training_option_has_a_range():
+    import math
+    import typing
+    from dataclasses import fields
+
+    from sat_core.config import RANGES, ConfigError, TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    numeric = [f.name for f in fields(TrainConfig) if hints[f.name] in (int, float)]
+    assert sorted(numeric) == sorted(RANGES)
+    for name in numeric:
+        bad = [-1] if hints[name] is int else [-1.0, math.nan, math.inf]
+        for value in bad:
+            with pytest.raises(ConfigError, match=rf"^{name} \(--{name.replace('_', '-')}\) is"):
+                TrainConfig(**{name: value})
+    TrainConfig()  # the defaults, and every preset, pass
+    from sat_core.config import PRESETS, preset
+    for name in PRESETS:
+        preset(name)
+
+
+def test_devices_this_machine_lacks_are_one_line_errors(monkeypatch):
+    import torch
+
+    from sat_core.device import DeviceError, pick_device
+    from sat_core.errors import UserError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match=r"--device cuda: CUDA is not available .* — use"):
+        pick_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(DeviceError, match=r"has 2 CUDA device\(s\), cuda:0 to cuda:1"):
+        pick_device("cuda:2")
+    with pytest.raises(UserError, match="'banana' is not a device"):
+        pick_device("banana")
+    assert pick_device("cpu").type == "cpu"
+
+
+# ---------------------------------------------------------------------- evaluate and caption
+
+
+def _report_folder(tmp: Path) -> list[str]:
+    (tmp / "report").mkdir()
+    return ["--checkpoint", str(tmp / "model.pt"), "--out", str(tmp / "report")]
+
+
+DECODE_BAD: list[tuple[str, str, Callable[[Path], list[str]] | list[str], str]] = [
+    ("caption-beam-0", "caption", ["--checkpoint", "m.pt", "a.png", "--beam-size", "0"],
+     "--beam-size must be >= 1"),
+    ("caption-length-norm-nan", "caption", ["--checkpoint", "m.pt", "a.png", "--length-norm",
+                                            "nan"], "--length-norm must be a finite number"),
+    ("caption-out-dir-file", "caption", lambda tmp: [
+        "--checkpoint", "m.pt", "a.png", "--out-dir", str(write_png(tmp / "x.png"))],
+     "is a file, not a folder"),
+    ("evaluate-beam-0", "evaluate", ["--checkpoint", "m.pt", "--beam-size", "0"],
+     "--beam-size must be >= 1"),
+    ("evaluate-batch-0", "evaluate", ["--checkpoint", "m.pt", "--batch-size", "0"],
+     "--batch-size must be >= 1"),
+    ("evaluate-split", "evaluate", ["--checkpoint", "m.pt", "--split", "dev"],
+     "argument --split: invalid choice: 'dev'"),
+    ("evaluate-length-norm", "evaluate", ["--checkpoint", "m.pt", "--length-norm=-inf"],
+     "--length-norm must be a finite number"),
+    ("evaluate-out-is-a-folder", "evaluate", _report_folder, "--out"),
+]
+
+
+@pytest.mark.parametrize(("command", "setup", "message"), [c[1:] for c in DECODE_BAD],
+                         ids=[c[0] for c in DECODE_BAD])
+def test_bad_decoding_option_is_refused_before_the_model_is_loaded(
+        command, setup, message, tmp_path, capsys, monkeypatch):
+    import sat_core.caption
+    import sat_core.evaluate
+
+    def trap(*args, **kw):
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(sat_core.evaluate, "load_captioner", trap)
+    monkeypatch.chdir(tmp_path)
+    args = setup(tmp_path) if callable(setup) else setup
+    before = tree(tmp_path)
+    main = sat_core.caption.main if command == "caption" else sat_core.evaluate.main
+    assert_one_line_error(call_main(main, args), capsys.readouterr().err, message)
+    assert tree(tmp_path) == before
+
+
+def test_evaluate_out_folder_is_refused_before_decoding(tmp_path, capsys, monkeypatch):
+    # the issue's case: --out pointing at a folder failed only after all the decoding
+    import sat_core.evaluate as ev
+
+    monkeypatch.setattr(ev, "decode_split", lambda *a, **k: pytest.fail("decoded"))
+    (tmp_path / "report").mkdir()
+    with pytest.raises(UserError, match=r"--out .*report is a folder — give a file name"):
+        ev.evaluate_checkpoint(tmp_path / "none.pt", out=tmp_path / "report")
+
+
+# ------------------------------------------------- training: lock, Ctrl-C, resume, references
+
+# A run of a few milliseconds a step: 4 Shapes images of 32 px, 20 captions, 10 batches an epoch.
+TINY_RUN = ["--n-train", "4", "--n-val", "1", "--n-test", "1", "--image-size", "32",
+            "--encoder-channels", "8", "--embed-dim", "8", "--hidden-dim", "16", "--attn-dim", "8",
+            "--batch-size", "2", "--fine-tune", "--val-max-len", "4", "--no-progress",
+            "--test-metrics", "none", "--num-threads", "1", "--checkpoint-every", "0"]
+
+
+def steps_csv(out: Path) -> list[dict[str, str]]:
+    import csv
+
+    with (out / "steps.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_resume_with_a_new_lr_trains_with_it(tmp_path, capsys):
+    import sat_core.train as tr
+    from sat_core.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    first = [*TINY_RUN, "--lr", "0.01", "--warmup-steps", "8", "--max-steps", "6",
+             "--log-every", "1", "--checkpoint-every", "1", "--out-dir", str(out)]
+    assert tr.main([*first, "--stop-after-steps", "2"]) == 0
+    last = out / "last.pt"
+    kept = tree(out)
+    capsys.readouterr()
+    # what a resume cannot apply is refused, naming it; nothing is touched
+    for change, named in ((["--optimizer", "rmsprop"], "--optimizer adam -> rmsprop"),
+                          (["--batch-size", "4"], "--batch-size 2 -> 4 in the middle of an epoch"),
+                          (["--lr-schedule", "plateau"], "--lr-schedule constant -> plateau")):
+        assert_one_line_error(tr.main(["--resume", str(last), *change]),
+                              capsys.readouterr().err, named)
+        assert tree(out) == kept
+
+    assert tr.main(["--resume", str(last), "--lr", "0.002"]) == 0
+    assert "'lr': (0.01, 0.002)" in capsys.readouterr().err  # announced ...
+    rows = steps_csv(out)
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    # ... and used: lr(step) = base * (step + 1) / 8 in the warm-up, with the new base after step 2
+    for r in rows:
+        base = 0.01 if int(r["step"]) <= 2 else 0.002
+        assert float(r["lr"]) == pytest.approx(base * (int(r["step"]) + 1) / 8, rel=1e-5), r
+    ckpt = load_checkpoint(last)
+    assert ckpt["config"].lr == 0.002 and ckpt["step"] == 6
+    group = ckpt["optimizer"]["param_groups"][0]
+    assert group["initial_lr"] == 0.002 and group["lr"] == pytest.approx(0.002 * 7 / 8)
+    assert ckpt["scheduler"]["base_lrs"] == [0.002]
+
+
+def test_ctrl_c_saves_the_current_step_and_prints_the_command_that_resumes(tmp_path):
+    import sat_core.train as tr
+    from sat_core.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    argv = [*TINY_RUN, "--epochs", "1000", "--log-every", "1", "--out-dir", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("SAT_DEBUG", None)
+    proc = subprocess.Popen([sys.executable, "-m", "sat_core.train", *argv],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        while not (out / "steps.csv").exists() or len(steps_csv(out)) < 3:
+            assert proc.poll() is None, proc.communicate()[1]
+            time.sleep(0.05)
+        # a second run into the same out-dir is refused while the first one trains
+        assert call_main(tr.main, argv) == 2
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    lines = err.strip().splitlines()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    step = int(steps_csv(out)[-1]["step"])  # the last step done, logged before the save
+    assert lines[-1] == (f"stopped by Ctrl-C after step {step}; saved {out / 'last.pt'} — "
+                         f"resume with: python -m sat_core.train --resume {out / 'last.pt'}")
+    assert load_checkpoint(out / "last.pt")["step"] == step  # not the last epoch's end: this step
+    assert not (out / ".lock").exists()
+
+    (out / ".last.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")  # an interrupted save
+    command = lines[-1].split("resume with: python -m sat_core.train ")[1].split()
+    assert tr.main([*command, "--max-steps", str(step + 2)]) == 0
+    assert load_checkpoint(out / "last.pt")["step"] == step + 2
+    assert not (out / ".last.pt.k1ll3d.tmp").exists() and not (out / ".lock").exists()
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                    reason="signal handlers live in the main thread")
+def test_a_second_ctrl_c_stops_at_once(tmp_path, capsys, monkeypatch):
+    import sat_core.train as tr
+
+    with tr._CtrlC() as ctrl_c:
+        signal.raise_signal(signal.SIGINT)
+        assert ctrl_c.requested  # the first one only asks the loop to save and stop
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    capsys.readouterr()
+
+    def stopped_at_once(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tr, "train", stopped_at_once)
+    assert tr.main(["--out-dir", str(tmp_path / "run")]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "second Ctrl-C" in err[0] and "no checkpoint was written" in err[0]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.pt").write_bytes(b"an earlier checkpoint")
+    assert tr.main(["--out-dir", str(tmp_path / "run")]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith(f"--resume {tmp_path / 'run' / 'last.pt'}")
+
+
+def test_a_stale_lock_is_taken_over_and_leftovers_are_removed(tmp_path, capsys):
+    from sat_core.out_dir import claim_out_dir
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid no longer runs
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").write_text(json.dumps({"pid": gone.pid, "started": "yesterday"}))
+    (out / ".last.pt.x1y2.tmp").write_bytes(b"half")  # torch.save killed half-way
+    (out / ".log.json.tmp").write_text("{")
+    (out / "last.pt").write_bytes(b"keep me")
+    (out / ".report.json.tmp").write_text("{")  # not the run's: an evaluate writing its report
+    with claim_out_dir(out):
+        assert json.loads((out / ".lock").read_text())["pid"] == os.getpid()
+    err = capsys.readouterr().err
+    assert f"taking over the stale lock {out / '.lock'} of process {gone.pid}" in err
+    assert "removed 2 temporary file(s) of an interrupted save" in err
+    assert sorted(p.name for p in out.iterdir()) == [".report.json.tmp", "last.pt"]  # unlocked
+    with claim_out_dir(tmp_path / "new" / "run"):  # created, then nothing written there
+        pass
+    assert not (tmp_path / "new").exists()
+
+
+def test_temp_files_of_killed_pretraining_saves_are_removed(tmp_path):
+    from sat_core.pretrain import remove_dead_temp_files
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    path = tmp_path / "encoders" / "small.pt"
+    path.parent.mkdir()
+    dead = path.with_name(f".small.pt.{gone.pid}.tmp")  # killed during torch.save
+    live = path.with_name(f".small.pt.{os.getpid()}.tmp")  # a save in progress
+    dead.write_bytes(b"half")
+    live.write_bytes(b"half")
+    assert remove_dead_temp_files(path) == [dead]
+    assert not dead.exists() and live.exists()
+
+
+def _empty_caption(data: dict) -> str:
+    data["images"][1]["sentences"][2]["tokens"] = []
+    return "(id 1) of the train split has an empty reference caption (number 3)"
+
+
+def _no_val_images(data: dict) -> str:
+    for im in data["images"]:
+        if im["split"] == "val":
+            im["split"] = "train"
+    return "the val split of"
+
+
+def _no_captions(data: dict) -> str:
+    data["images"][4]["sentences"] = []
+    return "(id 4) of the train split has no reference caption"  # restval: folded into train
+
+
+@pytest.mark.parametrize("damage", [_empty_caption, _no_val_images, _no_captions])
+def test_bad_references_stop_the_run_before_the_first_epoch(damage, tiny_data_root, tmp_path,
+                                                             capsys, monkeypatch):
+    import sat_core.train as tr
+
+    monkeypatch.setattr(tr, "_train_epoch", lambda loop: pytest.fail("an epoch started"))
+    json_path = tiny_data_root / "flickr8k" / "dataset_flickr8k.json"
+    data = json.loads(json_path.read_text())
+    message = damage(data)
+    json_path.write_text(json.dumps(data))
+    before = tree(tmp_path)
+    status = tr.main(["--dataset", "flickr8k", "--data-root", str(tiny_data_root),
+                      "--image-size", "16", "--out-dir", str(tmp_path / "run"),
+                      "--test-metrics", "bleu", "--no-progress"])
+    err = capsys.readouterr().err
+    assert_one_line_error(status, err, message)
+    assert str(json_path) in err or "split of" in err  # the file to fix, or the split
+    assert tree(tmp_path) == before  # no out-dir, no vocab.json: nothing written
+
+
+def _latin1_json(root: Path) -> str:
+    path = root / "flickr8k" / "dataset_flickr8k.json"
+    path.write_bytes(path.read_text().replace("child", "enfant é").encode("latin-1"))
+    return "is not UTF-8 text"
+
+
+def _missing_image(root: Path) -> str:
+    (root / "flickr8k" / "images" / "1000268201_00abcdef.png").unlink()
+    return "1000268201_00abcdef.png: file not found"
+
+
+@pytest.mark.parametrize("damage", [_latin1_json, _missing_image])
+def test_a_broken_dataset_is_one_line_naming_the_file(damage, tiny_data_root, tmp_path, capsys):
+    import sat_core.train as tr
+
+    message = damage(tiny_data_root)
+    before = tree(tmp_path)
+    status = tr.main(["--dataset", "flickr8k", "--data-root", str(tiny_data_root),
+                      "--image-size", "16", "--encoder-channels", "8", "--out-dir",
+                      str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert status == 2 and lines[-1].startswith("error: ") and message in lines[-1], err
+    assert "Traceback" not in err
+    _no_new_files(tmp_path, before)  # the feature cache's half-built folder is gone too
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "plateau"])
+def test_resumed_schedules_take_the_new_rate_and_decay(schedule):
+    # what _resume does to a loaded optimizer + schedule, without training: the new base rate
+    # times what the schedule has done so far (cosine: its factor at this step; plateau: the
+    # decays it made), and plateau's new factor and patience
+    import torch
+
+    import sat_core.train as tr
+    from sat_core.config import TrainConfig
+    from sat_core.losses import MovingAverageBaseline
+
+    old = TrainConfig(lr=0.01, lr_schedule=schedule, lr_decay=0.5, epochs=2)
+    new = TrainConfig(lr=0.003, lr_schedule=schedule, lr_decay=0.2, lr_decay_epochs=7, epochs=2,
+                      weight_decay=0.1, baseline_decay=0.5)
+    model = torch.nn.Linear(2, 2)
+    opt = tr.make_optimizer(old, model)
+    sched = tr.make_scheduler(old, opt, steps_per_epoch=10)
+    for _ in range(8):  # plateau: no gain for 7 epochs > patience 5, so one decay
+        opt.step()
+        sched.step(0.0) if schedule == "plateau" else sched.step()
+    saved = (opt.state_dict(), sched.state_dict())
+
+    opt2 = tr.make_optimizer(new, model)
+    sched2 = tr.make_scheduler(new, opt2, steps_per_epoch=10)
+    opt2.load_state_dict(saved[0])
+    sched2.load_state_dict(saved[1])
+    optim = tr._Optim(opt2, sched2, None, MovingAverageBaseline(momentum=0.9), None)
+    tr._apply_settings(new, old, optim)
+    group = opt2.param_groups[0]
+    if schedule == "cosine":
+        assert group["lr"] == pytest.approx(0.003 * tr.lr_factor(new, 10)(8))
+        sched2.step()
+        assert group["lr"] == pytest.approx(0.003 * tr.lr_factor(new, 10)(9))
+    else:
+        decays = opt.param_groups[0]["lr"] / 0.01
+        assert decays < 1 and group["lr"] == pytest.approx(0.003 * decays)
+        assert (sched2.factor, sched2.patience) == (0.2, 7)
+    assert group["initial_lr"] == 0.003 and group["weight_decay"] == 0.1
+    assert optim.baseline.momentum == 0.5

@@ -172,11 +172,11 @@ def test_no_shapes_measures_for_other_datasets(tiny_run, tiny_data_root, tmp_pat
 
 def test_cli_errors_name_the_file(tmp_path, capsys):
     missing = tmp_path / "nope.pt"
-    assert evaluate.main(["--checkpoint", str(missing)]) == 1
+    assert evaluate.main(["--checkpoint", str(missing)]) == 2
     assert str(missing) in capsys.readouterr().err
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    assert evaluate.main(["--checkpoint", str(junk)]) == 1
+    assert evaluate.main(["--checkpoint", str(junk)]) == 2
     assert str(junk) in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         evaluate.main(["--help"])

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import pickle
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -129,7 +133,7 @@ def test_interrupted_build_leaves_no_complete_cache(encoder, tmp_path):
     def look_mid_build(n_calls):
         if n_calls == 4:  # rows 0..1 written (batch_size 2); the 2nd batch is being loaded
             seen["final_exists"] = path.exists()
-            partial = tmp_path / "c.partial"
+            (partial,) = tmp_path.glob(f"c.partial-{os.getpid()}-*")  # this build's own
             seen["partial_complete"] = json.loads((partial / INDEX_NAME).read_text())["complete"]
             with pytest.raises(FeatureCacheError, match="incomplete"):
                 FeatureCache.open(partial)
@@ -138,7 +142,7 @@ def test_interrupted_build_leaves_no_complete_cache(encoder, tmp_path):
     with pytest.raises(RuntimeError, match="disk on fire"):
         build_feature_cache(encoder, split, path, batch_size=2, progress=False)
     assert seen == {"final_exists": False, "partial_complete": False}
-    assert not path.exists() and not (tmp_path / "c.partial").exists()
+    assert not path.exists() and not list(tmp_path.glob("c.partial*"))
     with pytest.raises(FeatureCacheError, match="no feature cache at .*c;"):
         FeatureCache.open(path)
     # a rebuild works
@@ -204,3 +208,42 @@ def test_images_of_different_sizes_are_refused(encoder, tmp_path):
     with pytest.raises(FeatureCacheError, match=r"img2.png has size \(40, 40\)"):
         build_feature_cache(encoder, split, tmp_path / "c", batch_size=2, progress=False)
     assert not (tmp_path / "c").exists()
+
+
+def test_concurrent_builds_of_one_cache_both_succeed(encoder, tmp_path):
+    # two runs that build one cache key at the same time (issue 14): each writes its own
+    # partial folder; the one that finishes second keeps the first one's cache
+    path = tmp_path / "c"
+    both_started = threading.Barrier(2, timeout=30)
+    results, errors = [], []
+
+    def build():
+        split, _ = tiny_split(on_call=lambda n: both_started.wait() if n == 2 else None)
+        try:
+            results.append(build_feature_cache(encoder, split, path, batch_size=2,
+                                               progress=False))
+        except BaseException as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+            both_started.abort()
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(results) == 2
+    _, images = tiny_split()
+    assert torch.allclose(FeatureCache.open(path)[42], fresh(encoder, images[42]),
+                          rtol=2**-10, atol=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]  # no partial, no old left
+
+
+def test_a_killed_builds_partial_is_removed_by_the_next_build(encoder, tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    left = tmp_path / f"c.partial-{int(dead.stdout)}-x1y2"  # a build killed mid-way
+    left.mkdir()
+    (left / INDEX_NAME).write_text("{}")
+    split, _ = tiny_split()
+    build_feature_cache(encoder, split, tmp_path / "c", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]

@@ -180,9 +180,9 @@ def test_command_line(tmp_path, capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert "--resume" in text and "--stop-after-steps" in text and "--alpha-c" in text
-    assert tr.main(["--amp", "fp16", "--device", "cpu", "--out-dir", str(tmp_path)]) == 1
+    assert tr.main(["--amp", "fp16", "--device", "cpu", "--out-dir", str(tmp_path)]) == 2
     assert "--amp fp16 needs a CUDA device" in capsys.readouterr().err
-    assert tr.main(["--resume", str(tmp_path / "nope.pt")]) == 1
+    assert tr.main(["--resume", str(tmp_path / "nope.pt")]) == 2
     assert "nope.pt does not exist" in capsys.readouterr().err
     args = ["--preset", "shapes-soft", "--n-train", "8", "--n-val", "2", "--n-test", "2",
             "--image-size", "32", "--encoder-channels", "8", "--embed-dim", "8", "--hidden-dim",

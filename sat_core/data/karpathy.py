@@ -183,7 +183,11 @@ def _read_json(json_path: Path) -> dict:
         with open(json_path, encoding="utf-8") as f:
             return json.load(f)
     except json.JSONDecodeError as e:
-        raise KarpathyFormatError(f"{json_path} is not valid JSON ({e}); re-download it") from None
+        raise KarpathyFormatError(f"{json_path} is not valid JSON ({e}) — re-download it") from None
+    except UnicodeDecodeError as e:
+        raise KarpathyFormatError(
+            f"{json_path} is not UTF-8 text ({e.reason} at byte {e.start}; Latin-1?) — save it "
+            "as UTF-8 (e.g. iconv -f latin1 -t utf-8) or re-download it") from None
 
 
 def _parse_entry(entry: Any, i: int, json_path: Path) -> tuple[str, ImageRecord]:

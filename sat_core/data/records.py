@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from sat_core.errors import UserError
+
 # ImageNet statistics used by every torchvision encoder (and, for uniformity, by Shapes).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -27,6 +29,10 @@ class ImageLoadError(RuntimeError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"cannot load image {self.path}: {reason}")
+
+
+class ReferencesError(UserError, ValueError):
+    """A split has no images, or an image has no (or an empty) reference caption."""
 
 
 @dataclass
@@ -79,3 +85,24 @@ def denormalize_image(x: torch.Tensor) -> np.ndarray:
     std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
     img = (x.detach().float() * std + mean).clamp(0, 1)
     return img.permute(1, 2, 0).cpu().numpy()
+
+
+def check_references(splits: dict[str, Split], names: tuple[str, ...], source: str) -> None:
+    """Raise :class:`ReferencesError` unless each split in ``names`` has images, every image has
+    at least one reference caption and no caption is empty; checked before any training, so a
+    bad dataset stops a run at once (not at the end of its first epoch). ``source`` names where
+    the captions come from (a file, or the Shapes world) for the message."""
+    for name in names:
+        split = splits.get(name)
+        if split is None or not split.records:
+            raise ReferencesError(f"the {name} split of {source} has no images — every split "
+                                  "needs images with reference captions; fix the dataset")
+        for record in split.records:
+            where = f"image {record.filename} (id {record.image_id}) of the {name} split"
+            if not record.captions:
+                raise ReferencesError(f"{where} has no reference caption — add one in {source} "
+                                      "or remove the image")
+            for k, caption in enumerate(record.captions):
+                if not any(str(w).strip() for w in caption):
+                    raise ReferencesError(f"{where} has an empty reference caption (number "
+                                          f"{k + 1}) — fix or remove it in {source}")
