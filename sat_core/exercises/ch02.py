@@ -151,8 +151,11 @@ def check_encode_caption(fn: Callable[..., Any]) -> None:
         _encode_check(guarded)
     except ExerciseFailed as err:
         # the KeyError explanation arrives wrapped as "your function raised ExerciseFailed: ..."
-        raise ExerciseFailed(str(err).replace("your function raised ExerciseFailed: ", "")) \
-            from None
+        # (a wrong answer, explained); any other failure keeps its kind (not attempted, crashed)
+        explained = isinstance(err.__cause__, ExerciseFailed)
+        kind = ExerciseFailed if explained else type(err)
+        raise kind(str(err).replace("your function raised ExerciseFailed: ", "")) \
+            from (None if explained else err.__cause__)
 
 
 __all__ = ["TOKENIZE_SENTENCES", "check_encode_caption", "check_tokenize", "encode_caption",

@@ -65,10 +65,13 @@ def _soft_attention_cases() -> list[Case]:
 
 
 def _scores(a: Tensor, h: Tensor, W_a: Tensor, b: Tensor, U_a: Tensor, w_att: Tensor, c: Tensor,
-            tanh: bool = True) -> Tensor:
-    """e (B, L) of Eq. (4), written out (used only to recognise slips)."""
-    hidden = a @ W_a.T + b + (h @ U_a.T).unsqueeze(1)
-    return (hidden.tanh() if tanh else hidden) @ w_att + c
+            act: Any = torch.tanh) -> Tensor:
+    """e (B, L) of Eq. (4) with the nonlinearity ``act`` (used only to recognise slips)."""
+    return act(a @ W_a.T + b + (h @ U_a.T).unsqueeze(1)) @ w_att + c
+
+
+_NONLINEARITIES = {"no nonlinearity": lambda x: x, "a relu": torch.relu,
+                   "a sigmoid": torch.sigmoid}
 
 
 def _close(x: Any, y: Tensor) -> bool:
@@ -102,8 +105,10 @@ def _soft_attention_hints(got: Any, expected: tuple[Tensor, Tensor], case: Case)
         return "alpha holds the raw scores e: normalise them with a softmax over the L locations"
     if alpha_got.shape[0] > 1 and _close(alpha_got, torch.softmax(e, dim=0)):
         return "alpha is a softmax over the batch (dim 0); Eq. (5) normalises over the L locations"
-    if _close(alpha_got, torch.softmax(_scores(a, h, W_a, b, U_a, w_att, c, tanh=False), 1)):
-        return "the tanh of Eq. (4) is missing: e = w_att^T tanh(W_a a_i + U_a h + b) + c"
+    for what, act in _NONLINEARITIES.items():
+        if _close(alpha_got, torch.softmax(_scores(a, h, W_a, b, U_a, w_att, c, act), 1)):
+            return (f"the nonlinearity of f_att is wrong: you used {what}; Eq. (4) has a tanh "
+                    "(the tanh of Eq. (4) is missing): e = w_att^T tanh(W_a a_i + U_a h + b) + c")
     if _close(alpha_got, torch.softmax(_scores(a, h, W_a, torch.zeros_like(b), U_a, w_att, c),
                                        1)):
         return "the bias b inside the tanh is missing (c outside it cancels in the softmax)"

@@ -26,7 +26,14 @@ from torch import Tensor, nn
 
 from sat_core.config import make_config
 from sat_core.data.batching import CaptionBatch, pad_captions
-from sat_core.exercises._base import Case, ExerciseCheck, ExerciseFailed, compare
+from sat_core.exercises._base import (
+    Case,
+    ExerciseCheck,
+    ExerciseFailed,
+    compare,
+    crashed,
+    not_attempted,
+)
 from sat_core.losses import caption_loss, masked_nll
 from sat_core.model import Captioner, build_model, teacher_forcing
 from sat_core.train import lr_factor
@@ -296,12 +303,9 @@ def check_train_step(fn: Callable[..., Any]) -> None:
         try:
             got_losses, got_params = _run(fn, seed, lam, clip)
         except NotImplementedError:
-            raise ExerciseFailed(f"{name}: not attempted yet. Replace `raise "
-                                 "NotImplementedError` with your code, run the cell "
-                                 "again.") from None
+            raise not_attempted(name) from None
         except Exception as err:
-            raise ExerciseFailed(f"{label}: your function raised {type(err).__name__}: "
-                                 f"{err}") from err
+            raise crashed(label, err) from err
         for k, (got_l, want_l, got_p, want_p) in enumerate(
                 zip(got_losses, want_losses, got_params, want_params, strict=True)):
             try:

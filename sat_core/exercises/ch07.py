@@ -22,7 +22,14 @@ import torch
 from torch import Tensor
 
 from sat_core.decoder import AttentionDecoder, DecoderConfig
-from sat_core.exercises._base import Case, ExerciseCheck, ExerciseFailed, compare
+from sat_core.exercises._base import (
+    Case,
+    ExerciseCheck,
+    ExerciseFailed,
+    compare,
+    crashed,
+    not_attempted,
+)
 from sat_core.losses import MovingAverageBaseline, hard_attention_surrogate, sequence_log_likelihood
 
 # --------------------------------------------------------------------------- the baseline
@@ -178,12 +185,9 @@ def check_surrogate(fn: Callable[..., Any]) -> None:
         try:
             got = fn(log_p_y, log_p_s, n_tokens, b, lambda_r)
         except NotImplementedError:
-            raise ExerciseFailed(f"{name}: not attempted yet. Replace `raise "
-                                 "NotImplementedError` with your code, run the cell "
-                                 "again.") from None
+            raise not_attempted(name) from None
         except Exception as err:
-            raise ExerciseFailed(f"{label}: your function raised {type(err).__name__}: "
-                                 f"{err}") from err
+            raise crashed(label, err) from err
         try:
             if not isinstance(got, Tensor) or got.numel() != 1:
                 raise ExerciseFailed(
