@@ -196,5 +196,6 @@ def check_encode_caption(fn: Callable[..., Any]) -> None:
             from (None if explained else err.__cause__)
 
 
-__all__ = ["TOKENIZE_BOUNDARIES", "TOKENIZE_SENTENCES", "random_sentences", "check_encode_caption", "check_tokenize", "encode_caption",
+__all__ = ["TOKENIZE_BOUNDARIES", "TOKENIZE_SENTENCES", "random_sentences",
+           "check_encode_caption", "check_tokenize", "encode_caption",
            "exercise_vocabulary"]
