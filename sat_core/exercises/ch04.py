@@ -61,7 +61,23 @@ def _soft_attention_cases() -> list[Case]:
              name="B=2, L=6, D=3, n=4, A=5, all inputs require grad"),
         Case(_attention_inputs(g, 2, 9, 4, 3, 6, w_scale=60.0),
              name="large scores (|e| up to a few hundred)"),
-    ]
+        Case(_attention_inputs(g, 3, 1, 4, 3, 5), name="a single location (L=1): alpha = 1"),
+        Case(_attention_inputs(g, 1, 4, 2, 2, 3), name="one example (B=1)"),
+        _tied(g),
+    ] + [Case(_attention_inputs(g, *sizes), name=f"random sizes B, L, D, n, A = {sizes}")
+         for sizes in _random_sizes(g, 4, 5)]
+
+
+def _random_sizes(g: torch.Generator, n: int, k: int) -> list[tuple[int, ...]]:
+    """``n`` seeded draws of ``k`` sizes in 1..6."""
+    return [tuple(int(x) for x in torch.randint(1, 7, (k,), generator=g)) for _ in range(n)]
+
+
+def _tied(g: torch.Generator) -> Case:
+    """Every a_i of an example the same: tied scores, uniform alpha."""
+    a, *rest = _attention_inputs(g, 2, 5, 3, 4, 6)
+    return Case((a[:, :1].expand(-1, 5, -1).contiguous(), *rest),
+                name="ties: all L locations alike (uniform alpha)")
 
 
 def _scores(a: Tensor, h: Tensor, W_a: Tensor, b: Tensor, U_a: Tensor, w_att: Tensor, c: Tensor,
@@ -159,7 +175,9 @@ def _gate_cases() -> list[Case]:
     return [
         Case(_gate_inputs(g, 3, 5, 4, 6), name="B=3, L=5, D=4, n=6"),
         Case(_gate_inputs(g, 2, 4, 3, 3, grad=True), name="B=2, L=4, D=n=3, requires grad"),
-    ]
+        Case(_gate_inputs(g, 1, 1, 2, 1), name="B=1, a single location, n=1"),
+    ] + [Case(_gate_inputs(g, *sizes), name=f"random sizes B, L, D, n = {sizes}")
+         for sizes in _random_sizes(g, 3, 4)]
 
 
 def _gate_hints(got: Any, expected: tuple[Tensor, Tensor], case: Case) -> str | None:
