@@ -443,14 +443,25 @@ def plan(students: dict[str, dict[str, Path]],
     return results, tasks, slots
 
 
+def _stub(*args: Any, **kwargs: Any) -> Any:
+    raise NotImplementedError
+
+
 def warm_up(tasks: Sequence[Task]) -> None:
-    """Import the checks and the notebooks' imports once, here: every fork inherits them."""
-    import torch  # noqa: F401
+    """Import the checks and the setup imports, and run each check once on a stub (its cases,
+    its reference and their lazy imports, e.g. torch.optim's), here: every fork inherits them."""
+    import torch
 
     import sat_core.exercises as exercises
 
-    for check in sorted({t.check for t in tasks}):
-        getattr(exercises, check)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # no thread pool before the forks
+    try:
+        for check in sorted({t.check for t in tasks}):
+            with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
+                getattr(exercises, check)(_stub)
+    finally:
+        torch.set_num_threads(threads)
     ns: dict[str, Any] = {}
     for stmt in dict.fromkeys(s for t in tasks for s in t.setup):
         with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
