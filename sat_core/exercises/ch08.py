@@ -58,7 +58,7 @@ def _bp_hints(got: Any, expected: float, case: Case) -> str | None:
         return None
     if c > 0 and r > 0 and math.isclose(got, math.exp(1 - c / r), rel_tol=1e-6) and c != r:
         return "the ratio is upside down: BP = exp(1 - r / c) (reference over hypothesis)"
-    if c < r and math.isclose(got, math.exp(1 - r // c), rel_tol=1e-6) and r % c:
+    if c < r and math.isclose(got, math.exp(1 - r // c), rel_tol=1e-6) and r % c and r // c > 1:
         return "r // c is integer division: use r / c (a float ratio) in exp(1 - r / c)"
     if c > r and got > 1.0:
         return ("a hypothesis LONGER than the references is not penalised, and never rewarded: "
