@@ -65,7 +65,9 @@ def _bp_hints(got: Any, expected: float, case: Case) -> str | None:
                 "BP = 1 when c > r (clip it)")
     if c < r and math.isclose(got, 1.0):
         return ("a hypothesis shorter than the references must be penalised: exp(1 - r / c) < 1"
-                + (", even when c = r - 1: BP = 1 only when c >= r" if c == r - 1 else ""))
+                + (", even when c = r - 1: BP = 1 only when c >= r" if c == r - 1 else "")
+                + (" (if you wrote r // c: that is integer division, 1 here; the ratio is r / c)"
+                   if r // c == 1 and r % c else ""))
     return None
 
 
