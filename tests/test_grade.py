@@ -78,7 +78,10 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    """One grading run of the class: (rows by (student, exercise), summary rows, stdout)."""
+    """One grading run of the class: (rows by (student, exercise), summary rows, stdout, rows).
+
+    One test uses it (pytest-xdist would run a module fixture once per worker that runs a test).
+    """
     tmp = tmp_path_factory.mktemp("grade")
     make_class(tmp / "submitted")
     out = tmp / "out" / "grades.csv"
@@ -97,7 +100,14 @@ def graded(tmp_path_factory):
     return {(r["student"], r["exercise"]): r for r in rows}, summary, buf.getvalue(), rows
 
 
-def test_one_row_per_student_and_exercise_with_the_exact_statuses_and_points(graded):
+def test_a_class_is_graded_exercise_by_exercise(graded):
+    """The exact statuses and points, the feedback, and the summary of one grading run."""
+    check_rows(graded)
+    check_feedback(graded)
+    check_summary(graded)
+
+
+def check_rows(graded):
     rows, _, _, ordered = graded
     assert list(ordered[0]) == ["student", "notebook", "exercise", "points", "max_points",
                                 "status", "feedback"]
@@ -109,7 +119,7 @@ def test_one_row_per_student_and_exercise_with_the_exact_statuses_and_points(gra
         (CHAPTER, "soft_attention", "2"), (CHAPTER, "gate", "1")}
 
 
-def test_feedback_says_why(graded):
+def check_feedback(graded):
     rows = graded[0]
     assert rows["ada", "gate"]["feedback"].startswith("✓ the gating scalar beta")
     assert "not attempted yet" in rows["bob", "soft_attention"]["feedback"]
@@ -123,7 +133,7 @@ def test_feedback_says_why(graded):
     assert rows["hal", "gate"]["feedback"] == f"no {CHAPTER} submitted"
 
 
-def test_summary_csv_and_table(graded):
+def check_summary(graded):
     _, summary, stdout, _ = graded
     assert {s: (r["points"], r["max_points"], r["percent"]) for s, r in summary.items()} == {
         s: (str(sum(p for _, p in exp)), "3", str(round(100 * sum(p for _, p in exp) / 3, 1)))
