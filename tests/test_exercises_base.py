@@ -255,3 +255,22 @@ def test_check_names_are_found_in_chapter_modules(tmp_path, monkeypatch):
             exercises.check_nothing  # noqa: B018
     finally:
         sys.modules.pop("sat_core.exercises.ch99", None)
+
+
+def test_not_attempted_and_crashed_are_told_apart():
+    """The grader's statuses: a stub is 'not attempted', an exception is 'error', else 'failed'."""
+    from sat_core.exercises import ExerciseCrashed, ExerciseNotAttempted
+
+    check = ExerciseCheck("double", reference=lambda x: 2 * x, cases=[Case((3,))])
+
+    def stub(x):
+        raise NotImplementedError("Your code here")
+
+    with pytest.raises(ExerciseNotAttempted, match="not attempted yet"):
+        check(stub)
+    with pytest.raises(ExerciseCrashed, match="raised ZeroDivisionError") as info:
+        check(lambda x: x / 0)
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+    with pytest.raises(ExerciseFailed) as info:
+        check(lambda x: 3 * x)
+    assert type(info.value) is ExerciseFailed

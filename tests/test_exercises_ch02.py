@@ -11,11 +11,15 @@ import torch
 
 from sat_core.exercises import ExerciseFailed
 from sat_core.exercises.ch02 import (
+    TOKENIZE_BOUNDARIES,
     TOKENIZE_SENTENCES,
+    _is_punct,
     check_encode_caption,
     check_tokenize,
     exercise_vocabulary,
+    random_sentences,
 )
+from sat_core.text import tokenize
 
 
 def failure(check, fn) -> str:
@@ -37,8 +41,8 @@ def test_the_cases_hold_what_the_rule_gives_by_hand():
         ["the", "mans", "red", "bike", "costs", "350", "new"],
         [],
     ]
-    lookup = {s: t for (s, _), t in zip(TOKENIZE_SENTENCES, by_hand, strict=True)}
-    check_tokenize(lambda s: list(lookup[s]))  # the reference agrees with the hand-written tokens
+    assert [tokenize(s) for s, _ in TOKENIZE_SENTENCES] == by_hand
+    assert [tokenize(s) for s, _ in TOKENIZE_BOUNDARIES] == [[], ["dog"]]
 
 
 def test_a_correct_answer_written_differently_passes(capsys):
@@ -69,7 +73,7 @@ def test_punctuation_replaced_by_a_space_is_explained():
 def test_ascii_only_punctuation_misses_curly_quotes():
     table = str.maketrans("", "", string.punctuation)
     msg = failure(check_tokenize, lambda s: s.lower().translate(table).split())
-    assert "test input 5 of 6" in msg
+    assert "test input 5 of 14" in msg
     assert "Unicode punctuation '’“”' is left" in msg
     assert "unicodedata.category" in msg
 
@@ -120,7 +124,7 @@ def test_encode_missing_specials():
 def test_encode_unknown_word_key_error_is_explained():
     msg = failure(check_encode_caption,
                   lambda t, v, m: torch.tensor([1] + [v.stoi[w] for w in t[:m]] + [2]))
-    assert "test input 2 of 4" in msg
+    assert "test input 2 of 13" in msg
     assert "KeyError 'orange'" in msg and "must become <unk> (id 3)" in msg
     assert "your function raised ExerciseFailed" not in msg
 
@@ -141,3 +145,58 @@ def test_encode_wrong_type_or_dtype():
                   lambda t, v, m: torch.tensor(v.encode(t[:m]), dtype=torch.float32))
     assert "dtype torch.float32, expected torch.int64" in msg
     assert "pass your function itself" in failure(check_encode_caption, 42)
+
+
+# --------------------------------------------------------------------------- wrong answers
+
+
+def test_random_sentences_are_seeded_and_varied():
+    assert random_sentences(6, seed=2) == random_sentences(6, seed=2)
+    text = "".join(random_sentences(6, seed=2))
+    assert "\t" in text and "\n" in text and any(c.isupper() for c in text)
+
+
+def _delete_punct(s: str) -> str:
+    return "".join(ch for ch in s if not _is_punct(ch))
+
+
+def _encode(v, words) -> torch.Tensor:
+    return torch.tensor([v.start_id] + [v.stoi.get(w, v.unk_id) for w in words] + [v.end_id])
+
+
+WRONG_ANSWERS = [
+    pytest.param(check_tokenize, lambda s: _delete_punct(s).split(),
+                 "lower-case the sentence first", id="tokenize: no lower-casing"),
+    pytest.param(check_tokenize, lambda s: _delete_punct(s.lower()).split(" "),
+                 "split with str.split() and no argument", id="tokenize: split(' ')"),
+    pytest.param(check_tokenize,
+                 lambda s: s.lower().translate(str.maketrans("", "", string.punctuation)).split(),
+                 "Unicode punctuation", id="tokenize: ASCII punctuation only"),
+    pytest.param(check_tokenize,
+                 lambda s: "".join(" " if _is_punct(c) else c for c in s.lower()).split(),
+                 "DELETED, not replaced by a space", id="tokenize: punctuation -> space"),
+    pytest.param(check_tokenize,
+                 lambda s: [w for w in (w.strip(string.punctuation + "“”’—")
+                                        for w in s.lower().split()) if w],
+                 "punctuation \"'\" is left", id="tokenize: strip word edges only"),
+    pytest.param(check_encode_caption,
+                 lambda t, v, m: _encode(v, t[:m])[1:-1], "wrap the words in <start>",
+                 id="encode: no <start>/<end>"),
+    pytest.param(check_encode_caption,
+                 lambda t, v, m: torch.tensor([1] + [v.stoi[w] for w in t[:m]] + [2]),
+                 "must become <unk> (id 3)", id="encode: KeyError on unknown words"),
+    pytest.param(check_encode_caption,
+                 lambda t, v, m: _encode(v, t)[:m] if m else _encode(v, t),
+                 "cutting after adding them drops <end>", id="encode: truncate after specials"),
+    pytest.param(check_encode_caption,
+                 lambda t, v, m: _encode(v, t if m is None else t[:m - 1]),
+                 "off by one: keep exactly max_len=4 words", id="encode: tokens[:max_len - 1]"),
+    pytest.param(check_encode_caption,
+                 lambda t, v, m: _encode(v, t if m is None or len(t) <= m else t[:m + 1]),
+                 "off by one: keep exactly max_len=4 words", id="encode: tokens[:max_len + 1]"),
+]
+
+
+@pytest.mark.parametrize("check, answer, hint", WRONG_ANSWERS)
+def test_wrong_answer_is_rejected_with_its_hint(check, answer, hint):
+    assert hint in failure(check, answer)

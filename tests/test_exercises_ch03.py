@@ -11,6 +11,7 @@ from sat_core.exercises.ch03 import (
     check_flatten_annotations,
     check_receptive_field,
     flatten_annotations,
+    random_stacks,
     receptive_field_of,
 )
 
@@ -48,7 +49,8 @@ def test_reference_agrees_with_hand_computed_values():
     for name, stack in RF_STACKS:
         assert receptive_field_of(stack) == by_hand[name], name
     answers = {tuple(map(tuple, stack)): by_hand[name] for name, stack in RF_STACKS}
-    check_receptive_field(lambda layers: answers[tuple(map(tuple, layers))])
+    # the hand values pass where they exist (the boundaries and random stacks: the loop)
+    check_receptive_field(lambda layers: answers.get(tuple(map(tuple, layers)), rf_loop(layers)))
 
 
 def test_brute_force_receptive_field_of_a_real_stack_matches():
@@ -100,7 +102,7 @@ def test_updating_the_stride_too_early():
 
 def test_ignoring_padding():
     msg = failure(check_receptive_field, lambda layers: rf_loop(layers)[:2] + (0,))
-    assert "test input 1 of 5 (one 3x3 conv)" in msg
+    assert "test input 1 of 13 (one 3x3 conv)" in msg
     assert "padding shifts the window" in msg
 
 
@@ -147,3 +149,56 @@ def test_flatten_missing_transpose_and_detach():
     msg = failure(check_flatten_annotations, lambda f: f.detach().flatten(2).transpose(1, 2))
     assert "cut off from autograd" in msg
     assert "column-major" not in msg
+
+
+# --------------------------------------------------------------------------- wrong answers
+
+
+def rf_variant(update_first: bool = False, jump_in_size: bool = True, padding: bool = True,
+               stride_sum: bool = False):
+    """The receptive-field loop with one slip switched on."""
+    def answer(layers):
+        size, jump, start = 1, 1, 0
+        for k, s, p in layers:
+            start -= p * jump if padding else 0
+            if update_first:
+                jump = jump + s - 1 if stride_sum else jump * s
+            size += (k - 1) * (jump if jump_in_size else 1)
+            if not update_first:
+                jump = jump + s - 1 if stride_sum else jump * s
+        return size, jump, start
+    return answer
+
+
+def test_random_stacks_are_seeded_and_reach_the_edges():
+    stacks = random_stacks(6, seed=3)
+    assert stacks == random_stacks(6, seed=3)
+    layers = [layer for stack in stacks for layer in stack]
+    assert {s for _, s, _ in layers} == {1, 2, 3}
+    assert receptive_field_of([(1, 1, 0)]) == (1, 1, 0)
+
+
+WRONG_ANSWERS = [
+    pytest.param(check_receptive_field, rf_variant(jump_in_size=False),
+                 "times the product of the strides BEFORE it", id="rf: no jump"),
+    pytest.param(check_receptive_field, rf_variant(update_first=True),
+                 "then multiply the stride", id="rf: stride updated first"),
+    pytest.param(check_receptive_field, rf_variant(padding=False),
+                 "padding shifts the window", id="rf: padding ignored"),
+    pytest.param(check_receptive_field, rf_variant(stride_sum=True),
+                 "the product of all the layers' strides", id="rf: strides added"),
+    pytest.param(check_flatten_annotations, lambda f: f.reshape(f.shape[0], -1, f.shape[1]),
+                 "mixes channels and positions", id="flatten: plain reshape"),
+    pytest.param(check_flatten_annotations,
+                 lambda f: f.transpose(2, 3).flatten(2).transpose(1, 2),
+                 "column-major order", id="flatten: column-major"),
+    pytest.param(check_flatten_annotations, lambda f: f.flatten(2),
+                 "a transpose/permute too many or too few", id="flatten: no transpose"),
+    pytest.param(check_flatten_annotations, lambda f: f.detach().flatten(2).transpose(1, 2),
+                 "cut off from autograd", id="flatten: detached"),
+]
+
+
+@pytest.mark.parametrize("check, answer, hint", WRONG_ANSWERS)
+def test_wrong_answer_is_rejected_with_its_hint(check, answer, hint):
+    assert hint in failure(check, answer)

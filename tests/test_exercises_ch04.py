@@ -92,13 +92,13 @@ def test_transposed_W_a_in_the_square_case():
 
     msg = failure(check_soft_attention, transposed)
     # shapes differ in case 1 (D=4, A=6): the transpose cannot even be multiplied
-    assert "test input 1 of 4" in msg and "raised RuntimeError" in msg
+    assert "test input 1 of 11" in msg and "raised RuntimeError" in msg
 
     def transposed_if_square(a, h, W_a, *rest):
         return right(a, h, W_a.T if W_a.shape[0] == W_a.shape[1] else W_a, *rest)
 
     msg = failure(check_soft_attention, transposed_if_square)
-    assert "test input 2 of 4 (B=3, L=7, D=n=A=5)" in msg
+    assert "test input 2 of 11 (B=3, L=7, D=n=A=5)" in msg
     assert "W_a is used transposed" in msg
 
 
@@ -109,7 +109,7 @@ def test_unstable_softmax_overflows_on_large_scores():
         return (alpha.unsqueeze(-1) * a).sum(1), alpha
 
     msg = failure(check_soft_attention, unstable)
-    assert "test input 4 of 4 (large scores" in msg
+    assert "test input 4 of 11 (large scores" in msg
     assert "NaN or infinite" in msg and "exp of large scores overflows" in msg
 
 
@@ -128,7 +128,7 @@ def test_raw_scores_and_missing_bias():
 
 def test_detached_answer_is_cut_off_from_autograd():
     msg = failure(check_soft_attention, lambda *x: tuple(t.detach() for t in right(*x)))
-    assert "test input 3 of 4" in msg and "cut off from autograd" in msg
+    assert "test input 3 of 11" in msg and "cut off from autograd" in msg
 
 
 def test_wrong_number_of_outputs():
@@ -156,7 +156,7 @@ def test_gate_reference_by_hand():
 
 def test_gate_correct_answer_passes(capsys):
     check_gate(right_gate)
-    assert "✓ the gating scalar beta (Sec. 4.2.1): correct on all 2 test inputs" in (
+    assert "✓ the gating scalar beta (Sec. 4.2.1): correct on all 6 test inputs" in (
         capsys.readouterr().out)
 
 
@@ -183,3 +183,51 @@ def test_gate_of_shape_B_by_1():
     msg = failure(check_gate, keepdim)
     assert "beta has the wrong shape: expected (3,), got (3, 1)" in msg
     assert "squeeze it" in msg
+
+
+# --------------------------------------------------------------------------- wrong answers
+
+
+def attention_with(act=torch.tanh, dim=1, bias=True, normalise=True):
+    """Soft attention with one slip: another nonlinearity, softmax dim, no b, no softmax."""
+    def answer(a, h, W_a, b, U_a, w_att, c):
+        e = act(a @ W_a.T + (b if bias else 0) + (h @ U_a.T).unsqueeze(1)) @ w_att + c
+        alpha = torch.softmax(e, dim) if normalise else e
+        return (alpha.unsqueeze(-1) * a).sum(1), alpha
+    return answer
+
+
+def gate_with(act=torch.sigmoid, gated=True, keepdim=False):
+    def answer(a, alpha, h, W_beta, b_beta):
+        beta = act(h @ W_beta.T + b_beta)
+        context = (alpha.unsqueeze(-1) * a).sum(1)
+        return (beta * context if gated else context), (beta if keepdim else beta.squeeze(1))
+    return answer
+
+
+WRONG_ANSWERS = [
+    pytest.param(check_soft_attention, attention_with(act=torch.relu),
+                 "the nonlinearity of f_att is wrong: you used a relu", id="f_att: relu"),
+    pytest.param(check_soft_attention, attention_with(act=torch.sigmoid),
+                 "you used a sigmoid; Eq. (4) has a tanh", id="f_att: sigmoid"),
+    pytest.param(check_soft_attention, attention_with(act=lambda x: x),
+                 "the tanh of Eq. (4) is missing", id="f_att: no tanh"),
+    pytest.param(check_soft_attention, attention_with(dim=0),
+                 "alpha is a softmax over the batch", id="softmax over the batch"),
+    pytest.param(check_soft_attention, attention_with(bias=False),
+                 "the bias b inside the tanh is missing", id="no bias b"),
+    pytest.param(check_soft_attention, attention_with(normalise=False),
+                 "alpha holds the raw scores e", id="no softmax"),
+    pytest.param(check_soft_attention, lambda *x: (x[0].mean(1), right(*x)[1]),
+                 "z_hat is the plain mean of the a_i", id="z_hat: mean of the a_i"),
+    pytest.param(check_gate, gate_with(act=torch.tanh), "beta must lie in (0, 1)",
+                 id="gate: tanh"),
+    pytest.param(check_gate, gate_with(gated=False), "z_hat is the ungated context",
+                 id="gate: context not gated"),
+    pytest.param(check_gate, gate_with(keepdim=True), "squeeze it", id="gate: beta (B, 1)"),
+]
+
+
+@pytest.mark.parametrize("check, answer, hint", WRONG_ANSWERS)
+def test_wrong_answer_is_rejected_with_its_hint(check, answer, hint):
+    assert hint in failure(check, answer)

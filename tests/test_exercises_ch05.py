@@ -74,14 +74,14 @@ def test_batch_sum_and_forgotten_lam():
     assert "average the per-image penalties over the batch" in msg
     msg = failure(check_doubly_stochastic,
                   lambda alpha, lengths, lam: penalty_loop(alpha, lengths, 1.0))
-    assert "test input 2 of 3" in msg and "multiply by lam" in msg
+    assert "test input 2 of 10" in msg and "multiply by lam" in msg
 
 
 def test_python_float_and_detached_results():
     msg = failure(check_doubly_stochastic, lambda *x: penalty_loop(*x).item())
     assert "should be a torch.Tensor, got float" in msg and ".item() too many" in msg
     msg = failure(check_doubly_stochastic, lambda *x: penalty_loop(*x).detach())
-    assert "test input 2 of 3" in msg and "cut off from autograd" in msg
+    assert "test input 2 of 10" in msg and "cut off from autograd" in msg
 
 
 # --------------------------------------------------------------------------- Eq. (7)
@@ -102,7 +102,7 @@ def test_deep_output_reference_by_hand():
 
 def test_deep_output_correct_answer_passes(capsys):
     check_deep_output(right_deep)
-    assert "✓ the deep output layer (Eq. 7): correct on all 3 test inputs" in (
+    assert "✓ the deep output layer (Eq. 7): correct on all 7 test inputs" in (
         capsys.readouterr().out)
 
 
@@ -119,7 +119,7 @@ def test_deep_output_correct_answer_passes(capsys):
 ])
 def test_deep_output_mistakes(wrong, explanation):
     msg = failure(check_deep_output, wrong)
-    assert "test input 1 of 3" in msg and "are wrong" in msg
+    assert "test input 1 of 7" in msg and "are wrong" in msg
     assert explanation in msg
 
 
@@ -129,7 +129,46 @@ def test_deep_output_transposed_weight():
         return right_deep(e, h, z, L_h, L_z, L_o, b)
 
     msg = failure(check_deep_output, transposed_if_square)
-    assert "test input 2 of 3 (B=3, m=n=D=4, K=7)" in msg
+    assert "test input 2 of 7 (B=3, m=n=D=4, K=7)" in msg
     assert "L_h is used transposed" in msg
     msg = failure(check_deep_output, lambda e, h, z, L_h, *rest: right_deep(e, h, z, L_h.T, *rest))
-    assert "test input 1 of 3" in msg and "raised RuntimeError" in msg
+    assert "test input 1 of 7" in msg and "raised RuntimeError" in msg
+
+
+# --------------------------------------------------------------------------- wrong answers
+
+
+def penalty_with(steps=lambda t, n: t < n, over=1, square=True, reduce="mean", with_lam=True,
+                 per_location="sum"):
+    """Eq. (14) with one slip: which steps are real, the summed dim, the reductions, lam."""
+    def answer(alpha, lengths, lam):
+        real = steps(torch.arange(alpha.shape[1])[None, :], lengths[:, None]).unsqueeze(-1)
+        total = (alpha * real).sum(over)
+        gap = (1 - total) ** 2 if square else (1 - total)
+        per_image = gap.sum(1) if per_location == "sum" else gap.mean(1)
+        out = per_image.mean() if reduce == "mean" else per_image.sum()
+        return lam * out if with_lam else out
+    return answer
+
+
+WRONG_ANSWERS = [
+    pytest.param(penalty_with(steps=lambda t, n: t >= 0), "you also summed the padded steps",
+                 id="penalty: no mask"),
+    pytest.param(penalty_with(steps=lambda t, n: t <= n), "off by one in the lengths",
+                 id="penalty: t <= lengths"),
+    pytest.param(penalty_with(steps=lambda t, n: t < n - 1), "you dropped the last real step",
+                 id="penalty: t < lengths - 1"),
+    pytest.param(penalty_with(over=2), "you summed over the locations (dim 2)",
+                 id="penalty: sum over locations"),
+    pytest.param(penalty_with(reduce="sum"), "average the per-image penalties",
+                 id="penalty: sum over the batch"),
+    pytest.param(penalty_with(per_location="mean"), "not a mean", id="penalty: mean over L"),
+    pytest.param(penalty_with(square=False), "square each", id="penalty: not squared"),
+    pytest.param(penalty_with(with_lam=False), "multiply by lam", id="penalty: no lam"),
+]
+
+
+@pytest.mark.parametrize("answer, hint", WRONG_ANSWERS)
+def test_wrong_penalty_is_rejected_with_its_hint(answer, hint):
+    """(the deep output layer's table is test_deep_output_mistakes above)"""
+    assert hint in failure(check_doubly_stochastic, answer)

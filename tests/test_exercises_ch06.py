@@ -155,50 +155,99 @@ def test_train_step_correct_answer_passes(capsys):
     assert "✓" in capsys.readouterr().out
 
 
-def test_train_step_without_zero_grad_is_explained():
-    def no_zero(model, optimizer, batch, lam, grad_clip):
-        out = model(batch.images, batch.captions, batch.lengths)
-        _, targets, steps = teacher_forcing(batch.captions, batch.lengths)
-        loss = caption_loss(out, targets, steps, alpha_c=lam)["loss"]
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        return loss.item()
-
-    msg = failure(check_train_step, no_zero)
-    assert "after step 2" in msg and "optimizer.zero_grad()" in msg
-
-
-def test_train_step_without_clipping_is_explained():
-    def no_clip(model, optimizer, batch, lam, grad_clip):
-        out = model(batch.images, batch.captions, batch.lengths)
-        _, targets, steps = teacher_forcing(batch.captions, batch.lengths)
-        loss = caption_loss(out, targets, steps, alpha_c=lam)["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-
-    assert "clip the gradient norm" in failure(check_train_step, no_clip)
-
-
-def test_train_step_without_penalty_is_explained():
-    def nll_only(model, optimizer, batch, lam, grad_clip):
-        out = model(batch.images, batch.captions, batch.lengths)
-        _, targets, steps = teacher_forcing(batch.captions, batch.lengths)
-        loss = F.cross_entropy(out.logits.flatten(0, 1), targets.flatten(), ignore_index=0)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        return loss.item()
-
-    msg = failure(check_train_step, nll_only)
-    assert "the loss returned at step 1" in msg and "NLL alone" in msg
-
-
 def test_train_step_that_raises_names_the_error():
     def broken(model, optimizer, batch, lam, grad_clip):
         return model(batch.images, batch.captions)  # lengths forgotten
 
     assert "raised TypeError" in failure(check_train_step, broken)
+
+
+# --------------------------------------------------------------------------- wrong answers
+
+
+def nll_with(real=lambda t, n: t < n, denominator="tokens", sign=1.0):
+    """The masked NLL with one slip: which steps are real, what it divides by, the sign."""
+    def answer(logits, targets, lengths):
+        B, T, K = logits.shape
+        nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+        mask = real(torch.arange(T)[None, :], lengths[:, None])
+        total = (nll.view(B, T) * mask).sum()
+        div = {"tokens": mask.sum(), "captions": B, "all": B * T, "none": 1}[denominator]
+        return sign * total / div
+    return answer
+
+
+def lr_with(warmup_start=1, progress="offset", half=True, end_offset=0):
+    """The schedule with one slip: warm-up from 0, no offset, plain cosine, end one early."""
+    def answer(step, warmup, total):
+        if step < warmup:
+            return (step + warmup_start) / warmup
+        if progress == "offset":
+            p = (step - warmup) / max(1, total - end_offset - warmup)
+        else:
+            p = step / total
+        c = math.cos(math.pi * min(1.0, p))
+        return 0.5 * (1 + c) if half else c
+    return answer
+
+
+def step_with(zero_grad=True, clip="before", penalty=True, shift=True):
+    """One training step with one slip (the hints name each)."""
+    def answer(model, optimizer, batch, lam, grad_clip):
+        model.train()
+        out = model(batch.images, batch.captions, batch.lengths)
+        _, targets, steps = teacher_forcing(batch.captions, batch.lengths)
+        if not shift:
+            targets = batch.captions[:, :-1]
+        loss = caption_loss(out, targets, steps, alpha_c=lam if penalty else 0.0)["loss"]
+        if zero_grad:
+            optimizer.zero_grad()
+        loss.backward()
+        if clip == "before":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        if clip == "after":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        return loss.item()
+    return answer
+
+
+WRONG_ANSWERS = [
+    pytest.param(check_masked_nll, nll_with(real=lambda t, n: t + 0 * n >= 0), "padding included",
+                 id="nll: no mask"),
+    pytest.param(check_masked_nll, nll_with(real=lambda t, n: t <= n),
+                 "off by one: step t is real when t < lengths[b]", id="nll: t <= lengths"),
+    pytest.param(check_masked_nll, nll_with(real=lambda t, n: t < n - 1),
+                 "you dropped the last real step", id="nll: t < lengths - 1"),
+    pytest.param(check_masked_nll, nll_with(denominator="captions"), "number of captions B",
+                 id="nll: / B"),
+    pytest.param(check_masked_nll, nll_with(denominator="all"), "not by B * T",
+                 id="nll: / (B * T)"),
+    pytest.param(check_masked_nll, nll_with(denominator="none"), "a mean, not a sum",
+                 id="nll: sum"),
+    pytest.param(check_masked_nll, nll_with(sign=-1.0), "the NEGATIVE log-likelihood",
+                 id="nll: log-likelihood"),
+    pytest.param(check_lr_factor, lr_with(warmup_start=0), "learning rate of 0",
+                 id="lr: warm-up from 0"),
+    pytest.param(check_lr_factor, lr_with(progress="no offset"),
+                 "starts where the warm-up ends", id="lr: step / total"),
+    pytest.param(check_lr_factor, lr_with(half=False), "0.5 (1 + cos(pi p))",
+                 id="lr: cos alone"),
+    pytest.param(check_lr_factor, lr_with(end_offset=1), "one past the last step",
+                 id="lr: 0 at total - 1"),
+    pytest.param(check_train_step, step_with(zero_grad=False), "optimizer.zero_grad()",
+                 id="step: no zero_grad"),
+    pytest.param(check_train_step, step_with(clip="none"), "clip the gradient norm",
+                 id="step: no clipping"),
+    pytest.param(check_train_step, step_with(clip="after"), "clipping after optimizer.step()",
+                 id="step: clip after step"),
+    pytest.param(check_train_step, step_with(penalty=False), "the NLL alone",
+                 id="step: no penalty"),
+    pytest.param(check_train_step, step_with(shift=False), "predict the NEXT words",
+                 id="step: targets not shifted"),
+]
+
+
+@pytest.mark.parametrize("check, answer, hint", WRONG_ANSWERS)
+def test_wrong_answer_is_rejected_with_its_hint(check, answer, hint):
+    assert hint in failure(check, answer)

@@ -121,3 +121,69 @@ def test_surrogate_vector_result_is_explained():
         return -(log_p_y + lambda_r * (log_p_y - b).detach() * log_p_s) / n_tokens
 
     assert "scalar tensor" in failure(check_surrogate, per_caption_losses)
+
+
+# --------------------------------------------------------------------------- wrong answers
+
+
+def baselines_with(order="use first", old=None, new=None, reduce="mean", start=0.0):
+    """The baseline with one slip: updated before use, other weights, a sum, a start value."""
+    def answer(rewards, momentum=0.9):
+        b, used = start, []
+        w_old = momentum if old is None else old(momentum)
+        w_new = 1 - momentum if new is None else new(momentum)
+        for k, r in enumerate(rewards):
+            value = float(r.mean() if reduce == "mean" else r.sum())
+            if start is None and k == 0:
+                used.append(0.0)
+                b = value
+                continue
+            if order == "update first":
+                b = w_old * b + w_new * value
+            used.append(b)
+            if order == "use first":
+                b = w_old * b + w_new * value
+        return torch.tensor(used)
+    return answer
+
+
+def surrogate_with(sign=-1.0, divide="tokens", baseline=True, lam=True, first=True,
+                   detach=True):
+    """The surrogate with one slip."""
+    def answer(log_p_y, log_p_s, n_tokens, b, lambda_r):
+        reward = log_p_y - (b if baseline else 0.0)
+        reward = reward.detach() if detach else reward
+        total = (log_p_y if first else 0) + (lambda_r if lam else 1.0) * reward * log_p_s
+        return sign * total.sum() / (n_tokens if divide == "tokens" else len(log_p_y))
+    return answer
+
+
+WRONG_ANSWERS = [
+    pytest.param(check_baselines, baselines_with(order="update first"),
+                 "BEFORE using it for that batch", id="baseline: updated before use"),
+    pytest.param(check_baselines, baselines_with(old=lambda m: 1 - m, new=lambda m: m),
+                 "the weights are swapped", id="baseline: weights swapped"),
+    pytest.param(check_baselines, baselines_with(reduce="sum"), "a mean over the captions",
+                 id="baseline: sum of rewards"),
+    pytest.param(check_baselines, baselines_with(start=None), "b starts at 0",
+                 id="baseline: starts at the first mean"),
+    pytest.param(check_baselines, baselines_with(new=lambda m: 1.0), "weight (1 - momentum)",
+                 id="baseline: new reward unweighted"),
+    pytest.param(check_surrogate, surrogate_with(sign=1.0), "you returned the objective",
+                 id="surrogate: sign"),
+    pytest.param(check_surrogate, surrogate_with(divide="captions"), "by n_tokens",
+                 id="surrogate: / B"),
+    pytest.param(check_surrogate, surrogate_with(baseline=False), "subtract the baseline",
+                 id="surrogate: no baseline"),
+    pytest.param(check_surrogate, surrogate_with(lam=False), "multiply the REINFORCE term",
+                 id="surrogate: no lambda_r"),
+    pytest.param(check_surrogate, surrogate_with(first=False), "the first term is missing",
+                 id="surrogate: no log p(y) term"),
+    pytest.param(check_surrogate, surrogate_with(detach=False), "must be a constant weight",
+                 id="surrogate: reward not detached"),
+]
+
+
+@pytest.mark.parametrize("check, answer, hint", WRONG_ANSWERS)
+def test_wrong_answer_is_rejected_with_its_hint(check, answer, hint):
+    assert hint in failure(check, answer)

@@ -101,3 +101,67 @@ def test_beam_step_per_beam_best_is_explained():
 
     msg = failure(check_beam_step, per_beam)
     assert "rank all n * K candidates together" in msg
+
+
+# --------------------------------------------------------------------------- wrong answers
+
+
+def bp_with(no_penalty_from=lambda c, r: c > r, ratio=lambda c, r: r / c, clip=True,
+            empty=True):
+    """The brevity penalty with one slip: where the penalty stops, the ratio, the clip, c = 0."""
+    def answer(c, r):
+        if clip and no_penalty_from(c, r):
+            return 1.0
+        if empty and c == 0:
+            return 0.0
+        return math.exp(1 - ratio(c, r))
+    return answer
+
+
+def beam_with(running=True, divisor="K", order="descending", swap=False):
+    """One beam step with one slip: no running scores, divmod by n, ascending, swapped."""
+    def answer(scores, log_probs, k):
+        n, K = log_probs.shape
+        cand = ((scores[:, None] if running else 0) + log_probs).reshape(-1)
+        top, idx = cand.topk(k)
+        if order == "ascending":
+            top, idx = top.flip(0), idx.flip(0)
+        d = K if divisor == "K" else n
+        parents, words = idx // d, idx % d
+        return (top, words, parents) if swap else (top, parents, words)
+    return answer
+
+
+def per_beam(scores, log_probs, k):
+    best, words = (scores[:, None] + log_probs).max(dim=1)
+    order = best.argsort(descending=True)[:k]
+    return best[order], order, words[order]
+
+
+WRONG_ANSWERS = [
+    pytest.param(check_brevity_penalty, bp_with(no_penalty_from=lambda c, r: c >= r - 1),
+                 "even when c = r - 1: BP = 1 only when c >= r", id="bp: c >= r - 1 unpenalised"),
+    pytest.param(check_brevity_penalty, bp_with(ratio=lambda c, r: c / r), "upside down",
+                 id="bp: c / r"),
+    pytest.param(check_brevity_penalty, bp_with(clip=False), "never rewarded",
+                 id="bp: not clipped at 1"),
+    pytest.param(check_brevity_penalty, bp_with(empty=False), "empty hypothesis",
+                 id="bp: c = 0 not handled"),
+    pytest.param(check_brevity_penalty, bp_with(ratio=lambda c, r: r // c),
+                 "integer division", id="bp: r // c"),
+    pytest.param(check_beam_step, beam_with(running=False), "running score",
+                 id="beam: no running scores"),
+    pytest.param(check_beam_step, beam_with(divisor="n"), "not by the number of beams",
+                 id="beam: divmod by n"),
+    pytest.param(check_beam_step, beam_with(order="ascending"), "best first",
+                 id="beam: worst first"),
+    pytest.param(check_beam_step, beam_with(swap=True), "parents and words are swapped",
+                 id="beam: parents and words swapped"),
+    pytest.param(check_beam_step, per_beam, "rank all n * K candidates together",
+                 id="beam: best child of each beam"),
+]
+
+
+@pytest.mark.parametrize("check, answer, hint", WRONG_ANSWERS)
+def test_wrong_answer_is_rejected_with_its_hint(check, answer, hint):
+    assert hint in failure(check, answer)

@@ -72,3 +72,27 @@ def test_contiguous_blocks_are_recognised():
 
 def test_wrong_type():
     assert "return a list of batches" in failure(lambda b, n, r: tuple(b[r::n]))
+
+
+# --------------------------------------------------------------------------- wrong answers
+
+
+def blocks(b, n, r):
+    per = (len(b) - len(b) % n) // n
+    return b[r * per:(r + 1) * per]
+
+
+WRONG_ANSWERS = [
+    pytest.param(lambda b, n, r: b[r::n], "drop the last len(batches) % num_replicas",
+                 id="tail not dropped"),
+    pytest.param(lambda b, n, r: b[len(b) % n:][r::n], "not the first ones",
+                 id="head dropped instead"),
+    pytest.param(lambda b, n, r: list(b), "every rank takes only its share", id="everything"),
+    pytest.param(blocks, "interleaves", id="contiguous blocks"),
+    pytest.param(lambda b, n, r: tuple(b[r::n]), "return a list of batches", id="a tuple"),
+]
+
+
+@pytest.mark.parametrize("answer, hint", WRONG_ANSWERS)
+def test_wrong_answer_is_rejected_with_its_hint(answer, hint):
+    assert hint in failure(answer)

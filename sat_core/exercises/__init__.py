@@ -14,9 +14,18 @@ import pkgutil
 import re
 from typing import Any
 
-from sat_core.exercises._base import Case, ExerciseCheck, ExerciseFailed, check, compare
+from sat_core.exercises._base import (
+    Case,
+    ExerciseCheck,
+    ExerciseCrashed,
+    ExerciseFailed,
+    ExerciseNotAttempted,
+    check,
+    compare,
+)
 
-__all__ = ["Case", "ExerciseCheck", "ExerciseFailed", "check", "compare"]
+__all__ = ["Case", "ExerciseCheck", "ExerciseCrashed", "ExerciseFailed", "ExerciseNotAttempted",
+           "check", "compare"]
 
 _CHAPTER = re.compile(r"ch\d\d$")
 

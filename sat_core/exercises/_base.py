@@ -42,6 +42,27 @@ class ExerciseFailed(AssertionError):
     """The reader's answer is not right yet; the message explains what differs and hints why."""
 
 
+class ExerciseNotAttempted(ExerciseFailed):
+    """The reader's function still raises ``NotImplementedError`` (the student copy's stub)."""
+
+
+class ExerciseCrashed(ExerciseFailed):
+    """The reader's function raised an exception (kept as ``__cause__``) instead of answering."""
+
+
+def not_attempted(name: str) -> ExerciseNotAttempted:
+    """The error a check raises when the reader's function raises ``NotImplementedError``."""
+    return ExerciseNotAttempted(
+        f"{name}: not attempted yet. Replace `raise NotImplementedError` with your code, run the "
+        "cell again."
+    )
+
+
+def crashed(label: str, err: BaseException) -> ExerciseCrashed:
+    """The error a check raises (``from err``) when the reader's function raised ``err``."""
+    return ExerciseCrashed(f"{label}: your function raised {type(err).__name__}: {err}")
+
+
 @dataclass
 class Case:
     """One prepared input: positional ``args``, keyword ``kwargs`` and a short description."""
@@ -388,14 +409,9 @@ class ExerciseCheck:
             try:
                 got = fn(*args, **kwargs)
             except NotImplementedError:
-                raise ExerciseFailed(
-                    f"{self.name}: not attempted yet. Replace `raise NotImplementedError` "
-                    "with your code, run the cell again."
-                ) from None
+                raise not_attempted(self.name) from None
             except Exception as err:
-                raise ExerciseFailed(
-                    f"{label}: your function raised {type(err).__name__}: {err}"
-                ) from err
+                raise crashed(label, err) from err
             if _modified(before, (args, kwargs)):
                 raise ExerciseFailed(
                     f"{label}: your function modified its input in place (an operation ending "

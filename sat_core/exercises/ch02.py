@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import random
 import string
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -31,8 +32,31 @@ TOKENIZE_SENTENCES: tuple[tuple[str, str], ...] = (
 )
 
 
+TOKENIZE_BOUNDARIES: tuple[tuple[str, str], ...] = (
+    ("", "an empty sentence"),
+    ("Dog", "a single word"),
+)
+_PIECES = ("a", "Dog", "RUNS", "t-shirt", "doesn't", "café", "“red”", "(new)", "3.50", "it’s",
+           "...", "x", "—", "well-known", "U.S.")
+_GAPS = (" ", " ", "  ", "\t", "\n", " \t ")
+
+
+def random_sentences(n: int, seed: int) -> list[str]:
+    """``n`` seeded random sentences: words with punctuation, capitals, runs of whitespace."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        words = [rng.choice(_PIECES) + rng.choice(("", "", ",", "!", "?", ";", ":"))
+                 for _ in range(rng.randint(1, 7))]
+        sentence = "".join(rng.choice(_GAPS) + w for w in words[1:])
+        out.append(rng.choice(("", " ")) + words[0] + sentence + rng.choice(("", " .", ".", "\n")))
+    return out
+
+
 def _tokenize_cases() -> list[Case]:
-    return [Case((s,), name=why) for s, why in TOKENIZE_SENTENCES]
+    fixed = [Case((s,), name=why) for s, why in TOKENIZE_SENTENCES + TOKENIZE_BOUNDARIES]
+    return fixed + [Case((s,), name=f"random sentence {k + 1}")
+                    for k, s in enumerate(random_sentences(6, seed=2))]
 
 
 def _is_punct(ch: str) -> bool:
@@ -90,13 +114,24 @@ def exercise_vocabulary() -> Vocabulary:
 
 def _encode_cases() -> list[Case]:
     v = exercise_vocabulary()
-    return [
+    fixed = [
         Case((["a", "big", "red", "circle"], v, None), name="known words, no max_len"),
         Case((["a", "big", "orange", "circle"], v, None), name="'orange' is not in the vocabulary"),
         Case((["a", "small", "blue", "square", "is", "above", "a", "big", "red", "circle"], v, 4),
              name="max_len=4 words"),
         Case(([], v, None), name="an empty caption"),
+        Case((["circle"], v, 1), name="one word, max_len=1"),
+        Case((["a", "red", "circle"], v, 2), name="max_len = number of words - 1"),
+        Case((["a", "red", "circle"], v, 3), name="max_len = number of words"),
     ]
+    rng = random.Random(20)
+    words = v.itos[4:] + ["orange", "tiny"]
+    for k in range(6):
+        tokens = [rng.choice(words) for _ in range(rng.randint(1, 9))]
+        max_len = rng.choice([None, 1, len(tokens) - 1, len(tokens), len(tokens) + 2])
+        fixed.append(Case((tokens, v, max_len or None), name=f"random caption {k + 1}, "
+                          f"{len(tokens)} words, max_len={max_len or None}"))
+    return fixed
 
 
 def _encode_hints(got: Any, expected: torch.Tensor, case: Case) -> str | None:
@@ -117,6 +152,9 @@ def _encode_hints(got: Any, expected: torch.Tensor, case: Case) -> str | None:
                      "<start> + <end>; cutting after adding them drops <end>")
     elif max_len is not None and len(g) == len(tokens) + 2:
         lines.append(f"keep at most max_len={max_len} words (tokens[:max_len])")
+    elif max_len is not None and abs(len(g) - len(exp)) == 1 and g[-1:] == exp[-1:]:
+        lines.append(f"off by one: keep exactly max_len={max_len} words (tokens[:max_len]) "
+                     "between <start> and <end>")
     return "\n  hint: ".join(lines)
 
 
@@ -151,9 +189,13 @@ def check_encode_caption(fn: Callable[..., Any]) -> None:
         _encode_check(guarded)
     except ExerciseFailed as err:
         # the KeyError explanation arrives wrapped as "your function raised ExerciseFailed: ..."
-        raise ExerciseFailed(str(err).replace("your function raised ExerciseFailed: ", "")) \
-            from None
+        # (a wrong answer, explained); any other failure keeps its kind (not attempted, crashed)
+        explained = isinstance(err.__cause__, ExerciseFailed)
+        kind = ExerciseFailed if explained else type(err)
+        raise kind(str(err).replace("your function raised ExerciseFailed: ", "")) \
+            from (None if explained else err.__cause__)
 
 
-__all__ = ["TOKENIZE_SENTENCES", "check_encode_caption", "check_tokenize", "encode_caption",
+__all__ = ["TOKENIZE_BOUNDARIES", "TOKENIZE_SENTENCES", "random_sentences",
+           "check_encode_caption", "check_tokenize", "encode_caption",
            "exercise_vocabulary"]

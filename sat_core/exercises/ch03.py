@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,8 +42,29 @@ RF_STACKS: tuple[tuple[str, tuple[Layer, ...]], ...] = (
 )
 
 
+RF_BOUNDARIES: tuple[tuple[str, tuple[Layer, ...]], ...] = (
+    ("a single 1x1 conv: one pixel", ((1, 1, 0),)),
+    ("stride 1 everywhere", ((3, 1, 1), (5, 1, 2), (3, 1, 0))),
+)
+
+
+def random_stacks(n: int, seed: int) -> list[tuple[Layer, ...]]:
+    """``n`` seeded random stacks of 1-5 layers: kernel 1-7, stride 1-3, padding 0..kernel//2."""
+    rng = random.Random(seed)
+    stacks = []
+    for _ in range(n):
+        layers = []
+        for _ in range(rng.randint(1, 5)):
+            k = rng.randint(1, 7)
+            layers.append((k, rng.randint(1, 3), rng.randint(0, k // 2)))
+        stacks.append(tuple(layers))
+    return stacks
+
+
 def _rf_cases() -> list[Case]:
-    return [Case(([list(layer) for layer in stack],), name=name) for name, stack in RF_STACKS]
+    named = list(RF_STACKS + RF_BOUNDARIES) + [
+        (f"random stack {i + 1}", st) for i, st in enumerate(random_stacks(6, seed=3))]
+    return [Case(([list(layer) for layer in stack],), name=name) for name, stack in named]
 
 
 def _rf_alternatives(layers: Sequence[Layer]) -> dict[str, tuple[int, int, int]]:
@@ -120,7 +142,11 @@ def _flatten_cases() -> list[Case]:
         Case((torch.randn(1, 3, 2, 2, generator=g),), name="B=1, D=3, h=w=2"),
         Case((torch.randn(3, 4, 1, 6, generator=g).requires_grad_(),),
              name="B=3, D=4, h=1, w=6, requires_grad"),
-    ]
+        Case((torch.randn(2, 3, 1, 1, generator=g),), name="a single location (h=w=1)"),
+        Case((torch.randn(1, 1, 4, 1, generator=g),), name="B=1, D=1, h=4, w=1"),
+    ] + [Case((torch.randn(*shape, generator=g),), name=f"random shape {shape}")
+         for shape in (tuple(int(x) for x in torch.randint(1, 6, (4,), generator=g))
+                       for _ in range(4))]
 
 
 def _flatten_hints(got: Any, expected: torch.Tensor, case: Case) -> str | None:
@@ -146,5 +172,6 @@ check_flatten_annotations = ExerciseCheck(
     hints=(_flatten_hints,),
 )
 
-__all__ = ["RF_STACKS", "check_flatten_annotations", "check_receptive_field",
+__all__ = ["RF_BOUNDARIES", "RF_STACKS", "random_stacks",
+           "check_flatten_annotations", "check_receptive_field",
            "flatten_annotations", "receptive_field_of"]

@@ -61,14 +61,33 @@ def _soft_attention_cases() -> list[Case]:
              name="B=2, L=6, D=3, n=4, A=5, all inputs require grad"),
         Case(_attention_inputs(g, 2, 9, 4, 3, 6, w_scale=60.0),
              name="large scores (|e| up to a few hundred)"),
-    ]
+        Case(_attention_inputs(g, 3, 1, 4, 3, 5), name="a single location (L=1): alpha = 1"),
+        Case(_attention_inputs(g, 1, 4, 2, 2, 3), name="one example (B=1)"),
+        _tied(g),
+    ] + [Case(_attention_inputs(g, *sizes), name=f"random sizes B, L, D, n, A = {sizes}")
+         for sizes in _random_sizes(g, 4, 5)]
+
+
+def _random_sizes(g: torch.Generator, n: int, k: int) -> list[tuple[int, ...]]:
+    """``n`` seeded draws of ``k`` sizes in 1..6."""
+    return [tuple(int(x) for x in torch.randint(1, 7, (k,), generator=g)) for _ in range(n)]
+
+
+def _tied(g: torch.Generator) -> Case:
+    """Every a_i of an example the same: tied scores, uniform alpha."""
+    a, *rest = _attention_inputs(g, 2, 5, 3, 4, 6)
+    return Case((a[:, :1].expand(-1, 5, -1).contiguous(), *rest),
+                name="ties: all L locations alike (uniform alpha)")
 
 
 def _scores(a: Tensor, h: Tensor, W_a: Tensor, b: Tensor, U_a: Tensor, w_att: Tensor, c: Tensor,
-            tanh: bool = True) -> Tensor:
-    """e (B, L) of Eq. (4), written out (used only to recognise slips)."""
-    hidden = a @ W_a.T + b + (h @ U_a.T).unsqueeze(1)
-    return (hidden.tanh() if tanh else hidden) @ w_att + c
+            act: Any = torch.tanh) -> Tensor:
+    """e (B, L) of Eq. (4) with the nonlinearity ``act`` (used only to recognise slips)."""
+    return act(a @ W_a.T + b + (h @ U_a.T).unsqueeze(1)) @ w_att + c
+
+
+_NONLINEARITIES = {"no nonlinearity": lambda x: x, "a relu": torch.relu,
+                   "a sigmoid": torch.sigmoid}
 
 
 def _close(x: Any, y: Tensor) -> bool:
@@ -102,8 +121,10 @@ def _soft_attention_hints(got: Any, expected: tuple[Tensor, Tensor], case: Case)
         return "alpha holds the raw scores e: normalise them with a softmax over the L locations"
     if alpha_got.shape[0] > 1 and _close(alpha_got, torch.softmax(e, dim=0)):
         return "alpha is a softmax over the batch (dim 0); Eq. (5) normalises over the L locations"
-    if _close(alpha_got, torch.softmax(_scores(a, h, W_a, b, U_a, w_att, c, tanh=False), 1)):
-        return "the tanh of Eq. (4) is missing: e = w_att^T tanh(W_a a_i + U_a h + b) + c"
+    for what, act in _NONLINEARITIES.items():
+        if _close(alpha_got, torch.softmax(_scores(a, h, W_a, b, U_a, w_att, c, act), 1)):
+            return (f"the nonlinearity of f_att is wrong: you used {what}; Eq. (4) has a tanh "
+                    "(the tanh of Eq. (4) is missing): e = w_att^T tanh(W_a a_i + U_a h + b) + c")
     if _close(alpha_got, torch.softmax(_scores(a, h, W_a, torch.zeros_like(b), U_a, w_att, c),
                                        1)):
         return "the bias b inside the tanh is missing (c outside it cancels in the softmax)"
@@ -154,7 +175,9 @@ def _gate_cases() -> list[Case]:
     return [
         Case(_gate_inputs(g, 3, 5, 4, 6), name="B=3, L=5, D=4, n=6"),
         Case(_gate_inputs(g, 2, 4, 3, 3, grad=True), name="B=2, L=4, D=n=3, requires grad"),
-    ]
+        Case(_gate_inputs(g, 1, 1, 2, 1), name="B=1, a single location, n=1"),
+    ] + [Case(_gate_inputs(g, *sizes), name=f"random sizes B, L, D, n = {sizes}")
+         for sizes in _random_sizes(g, 3, 4)]
 
 
 def _gate_hints(got: Any, expected: tuple[Tensor, Tensor], case: Case) -> str | None:

@@ -49,13 +49,29 @@ def _alpha_cases() -> list[Case]:
              name="B=2, T=5, L=7, lengths (2, 5), lam=0.25, requires grad"),
         Case((alpha(4, 3, 3, 3.0), torch.tensor([1, 3, 2, 3]), 2.0),
              name="B=4, T=3, L=3, lengths (1, 3, 2, 3), lam=2"),
-    ]
+        Case((alpha(3, 4, 5, 1.0), torch.tensor([1, 1, 1]), 1.0), name="every length 1"),
+        Case((alpha(2, 5, 1, 1.0), torch.tensor([5, 2]), 0.5), name="a single location (L=1)"),
+        Case((alpha(1, 4, 3, 2.0), torch.tensor([4]), 1.0), name="B=1, the full length"),
+    ] + [_random_alpha_case(g, k) for k in range(4)]
+
+
+def _random_alpha_case(g: torch.Generator, k: int) -> Case:
+    """Random B, T, L in 1..6, lengths in 1..T, lam in (0, 2)."""
+    B, T, L = (int(x) for x in torch.randint(1, 7, (3,), generator=g))
+    lengths = torch.randint(1, T + 1, (B,), generator=g)
+    lam = round(float(2 * torch.rand((), generator=g)), 3)
+    a = torch.softmax(2 * torch.randn(B, T, L, generator=g), dim=-1)
+    return Case((a, lengths, lam), name=f"random {k + 1}: B={B}, T={T}, L={L}, lengths "
+                f"{tuple(lengths.tolist())}, lam={lam}")
 
 
 def _penalty_variants(alpha: Tensor, lengths: Tensor, lam: float) -> dict[str, Tensor]:
     """What the usual slips compute, to recognise them."""
-    real = (torch.arange(alpha.shape[1]) < lengths.unsqueeze(1)).unsqueeze(-1)
+    steps = torch.arange(alpha.shape[1])
+    real = (steps < lengths.unsqueeze(1)).unsqueeze(-1)
     total = (alpha * real).sum(1)  # (B, L)
+    one_more = (alpha * (steps <= lengths.unsqueeze(1)).unsqueeze(-1)).sum(1)
+    one_less = (alpha * (steps < lengths.unsqueeze(1) - 1).unsqueeze(-1)).sum(1)
     unmasked = alpha.sum(1)
     per_image = ((1 - total) ** 2).sum(1)
     return {
@@ -66,6 +82,8 @@ def _penalty_variants(alpha: Tensor, lengths: Tensor, lam: float) -> dict[str, T
         "mean_over_L": lam * ((1 - total) ** 2).mean(1).mean(),
         "not_squared": lam * (1 - total).sum(1).mean(),
         "abs": lam * (1 - total).abs().sum(1).mean(),
+        "one_more": lam * ((1 - one_more) ** 2).sum(1).mean(),
+        "one_less": lam * ((1 - one_less) ** 2).sum(1).mean(),
     }
 
 
@@ -79,6 +97,10 @@ _PENALTY_HINTS = {
     "mean_over_L": "sum over the L locations (Eq. 14 has sum_i), not a mean",
     "not_squared": "square each (1 - sum_t alpha_ti) before summing over i",
     "abs": "Eq. (14) squares (1 - sum_t alpha_ti); an absolute value is a different penalty",
+    "one_more": "off by one in the lengths: step t is real when t < lengths[b] (lengths counts "
+                "the steps), so t = lengths[b] is already padding",
+    "one_less": "off by one in the lengths: step t is real when t < lengths[b]; you dropped the "
+                "last real step",
 }
 
 
@@ -140,7 +162,10 @@ def _deep_cases() -> list[Case]:
         Case(_deep_inputs(g, 3, 4, 4, 4, 7), name="B=3, m=n=D=4, K=7"),
         Case(_deep_inputs(g, 2, 3, 5, 4, 8, grad=True), name="B=2, m=3, n=5, D=4, K=8, "
              "requires grad"),
-    ]
+        Case(_deep_inputs(g, 1, 1, 1, 1, 2), name="B=1, m=n=D=1, K=2"),
+    ] + [Case(_deep_inputs(g, *sizes), name=f"random sizes B, m, n, D, K = {sizes}")
+         for sizes in (tuple(int(x) for x in torch.randint(1, 7, (5,), generator=g))
+                       for _ in range(3))]
 
 
 def _deep_variants(emb: Tensor, h: Tensor, z: Tensor, L_h: Tensor, L_z: Tensor, L_o: Tensor,

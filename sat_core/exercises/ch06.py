@@ -26,7 +26,14 @@ from torch import Tensor, nn
 
 from sat_core.config import make_config
 from sat_core.data.batching import CaptionBatch, pad_captions
-from sat_core.exercises._base import Case, ExerciseCheck, ExerciseFailed, compare
+from sat_core.exercises._base import (
+    Case,
+    ExerciseCheck,
+    ExerciseFailed,
+    compare,
+    crashed,
+    not_attempted,
+)
 from sat_core.losses import caption_loss, masked_nll
 from sat_core.model import Captioner, build_model, teacher_forcing
 from sat_core.train import lr_factor
@@ -43,23 +50,34 @@ def _close(x: Any, y: Tensor, rtol: float = 1e-5, atol: float = 1e-6) -> bool:
 # --------------------------------------------------------------------------- the masked NLL
 
 
+def _nll_case(g: torch.Generator, B: int, T: int, K: int, lengths: list[int], grad: bool = False,
+              name: str = "") -> Case:
+    """Logits (B, T, K) with large random values at the padded steps, targets, lengths."""
+    lengths_t = torch.tensor(lengths)
+    logits = 2.0 * torch.randn(B, T, K, generator=g)
+    real = torch.arange(T) < lengths_t.unsqueeze(1)
+    targets = torch.randint(4, K, (B, T), generator=g).masked_fill(~real, 0)  # <pad> = 0
+    logits = logits + 6.0 * (~real).unsqueeze(-1) * torch.randn(B, T, K, generator=g)
+    if grad:
+        logits.requires_grad_()
+    return Case((logits, targets, lengths_t),
+                name=(name + ": " if name else "") + f"B={B}, T={T}, K={K}, lengths "
+                f"{tuple(lengths)}" + (", requires grad" if grad else ""))
+
+
 def _nll_cases() -> list[Case]:
     g = torch.Generator().manual_seed(6)
-
-    def case(B: int, T: int, K: int, lengths: list[int], grad: bool = False) -> Case:
-        lengths_t = torch.tensor(lengths)
-        logits = 2.0 * torch.randn(B, T, K, generator=g)
-        real = torch.arange(T) < lengths_t.unsqueeze(1)
-        targets = torch.randint(4, K, (B, T), generator=g).masked_fill(~real, 0)  # <pad> = 0
-        logits = logits + 6.0 * (~real).unsqueeze(-1) * torch.randn(B, T, K, generator=g)
-        if grad:
-            logits.requires_grad_()
-        return Case((logits, targets, lengths_t),
-                    name=f"B={B}, T={T}, K={K}, lengths {tuple(lengths)}"
-                    + (", requires grad" if grad else ""))
-
-    return [case(3, 5, 9, [5, 2, 4]), case(2, 6, 7, [1, 6], grad=True),
-            case(4, 3, 11, [3, 3, 1, 2])]
+    cases = [_nll_case(g, 3, 5, 9, [5, 2, 4]), _nll_case(g, 2, 6, 7, [1, 6], grad=True),
+             _nll_case(g, 4, 3, 11, [3, 3, 1, 2]),
+             _nll_case(g, 3, 4, 6, [1, 1, 1], name="every length 1"),
+             _nll_case(g, 2, 1, 8, [1, 1], name="T=1"),
+             _nll_case(g, 1, 5, 5, [5], name="B=1, the full length")]
+    for k in range(4):
+        B, T = (int(x) for x in torch.randint(1, 7, (2,), generator=g))
+        K = int(torch.randint(5, 12, (), generator=g))
+        lengths = torch.randint(1, T + 1, (B,), generator=g).tolist()
+        cases.append(_nll_case(g, B, T, K, lengths, name=f"random {k + 1}"))
+    return cases
 
 
 def _nll_variants(logits: Tensor, targets: Tensor, lengths: Tensor) -> dict[str, Tensor]:
@@ -69,6 +87,7 @@ def _nll_variants(logits: Tensor, targets: Tensor, lengths: Tensor) -> dict[str,
     nll = nll.view(B, T)
     real = torch.arange(T) < lengths.unsqueeze(1)
     one_more = torch.arange(T) <= lengths.unsqueeze(1)
+    one_less = torch.arange(T) < lengths.unsqueeze(1) - 1
     total = (nll * real).sum()
     return {
         "unmasked": nll.mean(),
@@ -76,6 +95,7 @@ def _nll_variants(logits: Tensor, targets: Tensor, lengths: Tensor) -> dict[str,
         "all_positions": total / (B * T),
         "mean_of_means": ((nll * real).sum(1) / lengths).mean(),
         "one_more": (nll * one_more).sum() / one_more.sum(),
+        "one_less": (nll * one_less).sum() / one_less.sum().clamp(min=1),
         "sum": total,
     }
 
@@ -90,6 +110,8 @@ _NLL_HINTS = {
     "mean_of_means": "you averaged each caption's mean: a long caption then weighs as much as a "
                      "short one. Divide the batch's total by sum(lengths) instead",
     "one_more": "off by one: step t is real when t < lengths[b] (lengths counts decode steps)",
+    "one_less": "off by one: step t is real when t < lengths[b]; you dropped the last real step "
+                "(the <end> prediction, which teaches the model to stop)",
     "sum": "divide the sum by the number of real tokens sum(lengths): a mean, not a sum",
 }
 
@@ -117,8 +139,19 @@ check_masked_nll = ExerciseCheck(
 
 # --------------------------------------------------------------------------- the lr schedule
 
-LR_CASES: tuple[tuple[int, int], ...] = ((0, 20), (5, 20), (1, 7), (10, 40))
-"""(warmup, total) pairs the schedule check runs every step of."""
+LR_CASES: tuple[tuple[int, int], ...] = ((0, 20), (5, 20), (1, 7), (10, 40), (0, 1), (1, 2),
+                                         (19, 20), (3, 3))
+"""(warmup, total) pairs the schedule check runs every step of: usual ones, then boundaries (a
+one-step run, warmup = total - 1, warmup = total); :func:`_lr_cases` adds seeded random pairs."""
+
+
+def _lr_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(16)
+    pairs = list(LR_CASES)
+    for _ in range(4):
+        total = int(torch.randint(1, 60, (), generator=g))
+        pairs.append((int(torch.randint(0, total + 1, (), generator=g)), total))
+    return [Case((w, t), name=f"warmup={w}, total={t}; index = step") for w, t in pairs]
 
 
 def lr_factors(warmup: int, total: int) -> Tensor:
@@ -171,8 +204,7 @@ def _lr_hints(got: Any, expected: Tensor, case: Case) -> str | None:
 _lr_check = ExerciseCheck(
     "linear warm-up then cosine decay of the learning rate",
     reference=lr_factors,
-    cases=lambda: [Case((w, t), name=f"warmup={w}, total={t}; index = step") for w, t in
-                   LR_CASES],
+    cases=_lr_cases,
     rtol=1e-6,
     atol=1e-9,
     hints=(_lr_hints,),
@@ -262,16 +294,18 @@ def _step_batches(seed: int, K: int = 12, D: int = 6, L: int = 4) -> list[Captio
     return out
 
 
-STEP_CASES: tuple[tuple[int, float, float], ...] = ((0, 1.0, 0.05), (1, 0.3, 0.5))
-"""(seed, lam, grad_clip) of the training-step cases; the clips are small enough to act."""
+STEP_CASES: tuple[tuple[int, float, float], ...] = ((0, 1.0, 0.05), (1, 0.3, 0.5),
+                                                    (2, 0.0, 100.0))
+"""(seed, lam, grad_clip) of the training-step cases: the first two clips are small enough to
+act; the last is a boundary (no penalty, a clip that does not act)."""
 
 
 def _run(step_fn: Callable[..., float], seed: int, lam: float, grad_clip: float,
-         **variant: Any) -> tuple[list[float], list[dict[str, Tensor]]]:
+         n_steps: int = 3, **variant: Any) -> tuple[list[float], list[dict[str, Tensor]]]:
     model = _tiny_captioner(seed)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses, params = [], []
-    for batch in _step_batches(seed):
+    for batch in _step_batches(seed)[:n_steps]:
         losses.append(step_fn(model, opt, batch, lam, grad_clip, **variant))
         params.append({k: v.detach().clone() for k, v in model.named_parameters()})
     return losses, params
@@ -296,12 +330,9 @@ def check_train_step(fn: Callable[..., Any]) -> None:
         try:
             got_losses, got_params = _run(fn, seed, lam, clip)
         except NotImplementedError:
-            raise ExerciseFailed(f"{name}: not attempted yet. Replace `raise "
-                                 "NotImplementedError` with your code, run the cell "
-                                 "again.") from None
+            raise not_attempted(name) from None
         except Exception as err:
-            raise ExerciseFailed(f"{label}: your function raised {type(err).__name__}: "
-                                 f"{err}") from err
+            raise crashed(label, err) from err
         for k, (got_l, want_l, got_p, want_p) in enumerate(
                 zip(got_losses, want_losses, got_params, want_params, strict=True)):
             try:
@@ -315,7 +346,7 @@ def check_train_step(fn: Callable[..., Any]) -> None:
             except ExerciseFailed as err:
                 hints = []
                 for variant, kwargs in _STEP_VARIANTS.items():
-                    v_losses, v_params = _run(_step, seed, lam, clip, **kwargs)
+                    v_losses, v_params = _run(_step, seed, lam, clip, n_steps=k + 1, **kwargs)
                     if (math.isclose(v_losses[k], float(got_l), rel_tol=1e-4, abs_tol=1e-6)
                             and _same(v_params[k], got_p)):
                         hints.append(_STEP_HINTS[variant])

@@ -22,7 +22,14 @@ import torch
 from torch import Tensor
 
 from sat_core.decoder import AttentionDecoder, DecoderConfig
-from sat_core.exercises._base import Case, ExerciseCheck, ExerciseFailed, compare
+from sat_core.exercises._base import (
+    Case,
+    ExerciseCheck,
+    ExerciseFailed,
+    compare,
+    crashed,
+    not_attempted,
+)
 from sat_core.losses import MovingAverageBaseline, hard_attention_surrogate, sequence_log_likelihood
 
 # --------------------------------------------------------------------------- the baseline
@@ -48,7 +55,20 @@ def _baseline_cases() -> list[Case]:
         Case((rewards([4, 4, 3, 5, 4, 2], -20.0), 0.9), name="6 batches, momentum 0.9"),
         Case((rewards([2, 6, 3], -8.0), 0.5), name="3 batches, momentum 0.5"),
         Case((rewards([1, 3, 2, 4, 2, 3, 5, 1], -30.0), 0.8), name="8 batches, momentum 0.8"),
-    ]
+        Case((rewards([3], -5.0), 0.9), name="a single batch: b = 0"),
+        Case((rewards([1, 1, 1, 1], -12.0), 0.7), name="batches of one caption"),
+        Case((rewards([2, 3, 2], -9.0), 0.0), name="momentum 0: b = the previous batch's mean"),
+    ] + [_random_baseline_case(g, k) for k in range(3)]
+
+
+def _random_baseline_case(g: torch.Generator, k: int) -> Case:
+    """1-8 batches of 1-6 rewards around a random centre, a random momentum in [0.5, 1)."""
+    sizes = torch.randint(1, 7, (int(torch.randint(1, 9, (), generator=g)),), generator=g)
+    centre = float(-40 * torch.rand((), generator=g))
+    momentum = round(0.5 + 0.49 * float(torch.rand((), generator=g)), 3)
+    rewards = [centre + 3 * torch.randn(int(n), generator=g) for n in sizes]
+    return Case((rewards, momentum), name=f"random {k + 1}: {len(rewards)} batches, "
+                f"momentum {momentum}")
 
 
 def _baseline_variants(rewards: Sequence[Tensor], m: float) -> dict[str, list[float]]:
@@ -109,8 +129,17 @@ check_baselines = ExerciseCheck(
 # --------------------------------------------------------------------------- the surrogate
 
 SURROGATE_CASES: tuple[tuple[int, float, float], ...] = ((0, -6.0, 1.0), (1, 0.0, 1.0),
-                                                         (2, -3.5, 0.3))
-"""(seed, b, lambda_r) of the surrogate cases."""
+                                                         (2, -3.5, 0.3), (3, -4.0, 0.0))
+"""(seed, b, lambda_r) of the surrogate cases (the last: lambda_r = 0, no REINFORCE term);
+:func:`surrogate_cases` adds seeded random ones."""
+
+
+def surrogate_cases() -> list[tuple[int, float, float]]:
+    """:data:`SURROGATE_CASES` and two seeded random (seed, b, lambda_r)."""
+    g = torch.Generator().manual_seed(70)
+    drawn = [(4 + k, round(float(-10 * torch.rand((), generator=g)), 3),
+              round(float(torch.rand((), generator=g)), 3)) for k in range(2)]
+    return list(SURROGATE_CASES) + drawn
 
 
 def _decoder_and_batch(seed: int) -> tuple[AttentionDecoder, Tensor, Tensor, Tensor, Tensor]:
@@ -169,8 +198,9 @@ def check_surrogate(fn: Callable[..., Any]) -> None:
     if not callable(fn):
         raise ExerciseFailed("pass your function itself: check_surrogate(my_surrogate)")
     name = "the hard-attention surrogate loss (its gradient is Eq. 12)"
-    for i, (seed, b, lambda_r) in enumerate(SURROGATE_CASES):
-        label = (f"{name}, test input {i + 1} of {len(SURROGATE_CASES)} (B=3 captions, "
+    cases = surrogate_cases()
+    for i, (seed, b, lambda_r) in enumerate(cases):
+        label = (f"{name}, test input {i + 1} of {len(cases)} (B=3 captions, "
                  f"b={b}, lambda_r={lambda_r})")
         dec, log_p_y, log_p_s, n_tokens = _sampled(seed)
         expected = hard_attention_surrogate(log_p_y, log_p_s, None, n_tokens, b,
@@ -178,12 +208,9 @@ def check_surrogate(fn: Callable[..., Any]) -> None:
         try:
             got = fn(log_p_y, log_p_s, n_tokens, b, lambda_r)
         except NotImplementedError:
-            raise ExerciseFailed(f"{name}: not attempted yet. Replace `raise "
-                                 "NotImplementedError` with your code, run the cell "
-                                 "again.") from None
+            raise not_attempted(name) from None
         except Exception as err:
-            raise ExerciseFailed(f"{label}: your function raised {type(err).__name__}: "
-                                 f"{err}") from err
+            raise crashed(label, err) from err
         try:
             if not isinstance(got, Tensor) or got.numel() != 1:
                 raise ExerciseFailed(
@@ -211,7 +238,7 @@ def check_surrogate(fn: Callable[..., Any]) -> None:
             if hint:
                 msg.append(f"  hint: {hint}")
             raise ExerciseFailed("\n".join(msg)) from None
-    print(f"✓ {name}: value and gradient correct on all {len(SURROGATE_CASES)} test inputs")
+    print(f"✓ {name}: value and gradient correct on all {len(cases)} test inputs")
 
 
 def _surrogate_hint(fn: Callable[..., Any], got: Any, dec: AttentionDecoder, log_p_y: Tensor,
@@ -259,4 +286,4 @@ def _surrogate_hint(fn: Callable[..., Any], got: Any, dec: AttentionDecoder, log
     return None
 
 
-__all__ = ["SURROGATE_CASES", "baselines", "check_baselines", "check_surrogate"]
+__all__ = ["SURROGATE_CASES", "surrogate_cases", "baselines", "check_baselines", "check_surrogate"]

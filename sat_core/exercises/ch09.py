@@ -45,7 +45,31 @@ def _cases() -> list[Case]:
         Case((peaked(16, 5, 3), _blob(16, 3, 5, 3, 5), (4, 4)),
              name="a blob across the corner of four cells"),
         Case((peaked(64, 27, 4), _blob(32, 12, 20, 25, 27), (8, 8)), name="8x8 grid, thin object"),
-    ]
+        Case((peaked(1, 0, 5), _blob(8, 2, 4, 2, 4), (1, 1)), name="a single location (1x1)"),
+        Case((peaked(6, 4, 6), _blob(12, 0, 0, 0, 0), (2, 3)), name="an empty mask: chance 0"),
+        Case((peaked(6, 1, 7), _blob(12, 0, 12, 0, 12), (3, 2)), name="a full mask: chance 1"),
+        Case((_tied(16, (3, 12), 8), _blob(16, 8, 16, 0, 16), (4, 4)),
+             name="two tied maxima (3 and 12): the first is the peak"),
+    ] + [_random_case(k) for k in range(4)]
+
+
+def _tied(L: int, at: tuple[int, int], seed: int) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    e = torch.randn(L, generator=g)
+    e[list(at)] = e.max() + 2.0
+    return torch.softmax(e, dim=0)
+
+
+def _random_case(k: int) -> Case:
+    """A random grid (1..5 x 1..5), mask size and rectangle, and a random alpha."""
+    g = torch.Generator().manual_seed(90 + k)
+    h, w = (int(x) for x in torch.randint(1, 6, (2,), generator=g))
+    size = int(torch.randint(8, 33, (), generator=g))
+    y0, y1 = sorted(int(x) for x in torch.randint(0, size + 1, (2,), generator=g))
+    x0, x1 = sorted(int(x) for x in torch.randint(0, size + 1, (2,), generator=g))
+    alpha = torch.softmax(3 * torch.randn(h * w, generator=g), dim=0)
+    return Case((alpha, _blob(size, y0, y1, x0, x1), (h, w)),
+                name=f"random {k + 1}: grid {h}x{w}, mask {size}x{size}")
 
 
 def _hints(got: Any, expected: Any, case: Case) -> str | None:
@@ -57,6 +81,13 @@ def _hints(got: Any, expected: Any, case: Case) -> str | None:
             and abs(chance - expected[2]) > 1e-9:
         return ("the baseline is the chance that a uniformly random LOCATION (cell) is a hit: "
                 "the fraction of cells that overlap the mask, not the fraction of pixels")
+    if isinstance(peak, int) and peak != expected[1] and 0 <= peak < len(alpha) \
+            and float(alpha[peak]) == float(alpha[expected[1]]):
+        return ("alpha has tied maxima here: the peak is the FIRST of them (what torch.argmax "
+                "and np.argmax return)")
+    if isinstance(chance, (float, int)) and abs(chance - expected[2] * len(alpha)) < 1e-9 \
+            and abs(chance - expected[2]) > 1e-9:
+        return "chance is a fraction: the number of cells that overlap the mask divided by L"
     if peak == expected[1] and hit != expected[0]:
         return ("the peak is right but not its cell: location i is row r = i // w and column "
                 "c = i % w (row-major, like the encoder's flattening), and the cell covers mask "

@@ -8,6 +8,7 @@ rank ``r`` takes batches ``r, r + R, r + 2R, ...`` (R = ``num_replicas``).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,14 +38,24 @@ def _epoch(n_batches: int) -> list[list[int]]:
 
 
 def _cases() -> list[Case]:
-    return [
+    fixed = [
         Case((_epoch(8), 2, 0), name="8 batches, 2 processes, rank 0"),
         Case((_epoch(8), 2, 1), name="8 batches, 2 processes, rank 1"),
         Case((_epoch(10), 4, 3), name="10 batches, 4 processes, rank 3"),
         Case((_epoch(10), 4, 0), name="10 batches, 4 processes, rank 0"),
         Case((_epoch(5), 1, 0), name="5 batches, a single process"),
         Case((_epoch(3), 4, 2), name="3 batches, 4 processes: nothing to do"),
+        Case((_epoch(3), 3, 2), name="as many batches as processes: one each"),
+        Case((_epoch(7), 4, 1), name="7 batches, 4 processes: drop 3 (num_replicas - 1)"),
+        Case((_epoch(1), 1, 0), name="one batch, one process"),
     ]
+    rng = random.Random(10)
+    for k in range(5):
+        n, world = rng.randint(0, 12), rng.randint(1, 4)
+        rank = rng.randrange(world)
+        fixed.append(Case((_epoch(n), world, rank),
+                          name=f"random {k + 1}: {n} batches, {world} processes, rank {rank}"))
+    return fixed
 
 
 def _hints(got: Any, expected: list[list[int]], case: Case) -> str | None:
@@ -64,6 +75,9 @@ def _hints(got: Any, expected: list[list[int]], case: Case) -> str | None:
                      "batches first: otherwise ranks take different numbers of steps, and under "
                      "DistributedDataParallel the ranks with one step more wait forever in the "
                      "gradient all-reduce for the others")
+    elif got_ids == list(range(len(batches) - usable + rank, len(batches), world)) \
+            and usable != len(batches):
+        lines.append("drop the LAST len(batches) % num_replicas batches, not the first ones")
     elif got_ids == list(range(len(batches))) or got_ids == list(range(usable)):
         lines.append("every rank takes only its share (every num_replicas-th batch from rank), "
                      "or each batch would be trained on num_replicas times per epoch")
