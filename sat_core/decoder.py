@@ -59,7 +59,12 @@ State = tuple[Tensor, Tensor]  # (h, c), each (B, n)
 
 @dataclass
 class DecoderConfig:
-    """Sizes of the decoder; defaults are the paper's (m=512, n=1024, D=512 for VGG conv5_4)."""
+    """Sizes of the decoder; defaults are our paper-scale presets (m=512, n=1024).
+
+    The paper gives no m or n. D=512 is VGG-19 conv5_4's. The authors' code (arctic-captions)
+    defaults to dim_word=100, dim=1000, ctx_dim=512; its COCO script uses 512-dim word embeddings
+    and an 1800-dim LSTM.
+    """
 
     vocab_size: int  # K
     feature_dim: int  # D
