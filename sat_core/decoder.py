@@ -71,7 +71,7 @@ class DecoderConfig:
     embed_dim: int = 512  # m
     hidden_dim: int = 1024  # n
     attn_dim: int = 512  # hidden layer of f_att
-    dropout: float = 0.5  # on the argument of L_o, Eq. (7)
+    dropout: float = 0.5  # on the argument of L_o, Eq. (7); the authors also drop h_t, we do not
     gate: bool = True  # scalar beta_t, Sec. 4.2.1
     attention: str = "soft"  # "soft" (Sec. 4.2) or "hard" (Sec. 4.1): how it is TRAINED
 
