@@ -1,8 +1,8 @@
 """Training configuration: one dataclass, named presets, and a command line generated from it.
 
 Every knob of a run lives in :class:`TrainConfig`. A *preset* is a named set of overrides of the
-defaults (``shapes-soft`` for a CPU in minutes, ``flickr8k-soft`` for the paper's recipe, ...), and
-the command line overrides any field of the preset::
+defaults (``shapes-soft`` for a CPU in minutes, ``flickr8k-soft`` for the paper's Flickr8k setting
+at our paper-scale sizes, ...), and the command line overrides any field of the preset::
 
     python -m sat_core.train --preset shapes-soft --lr 3e-4 --attention hard --no-gate
 
