@@ -1,4 +1,4 @@
-"""Batched beam search vs one image at a time, at the paper's sizes (chapter 8).
+"""Batched beam search vs one image at a time, at our paper-scale sizes (chapter 8).
 
 Both searches run in this process on the same random decoder and the same annotation vectors:
 L=196 locations, D=512, m=512, n=1024, attention MLP 512, K=10,000 words, 20 steps.

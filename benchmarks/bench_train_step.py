@@ -1,13 +1,13 @@
 """Time one full training step (forward, backward, Adam) of the attention decoder.
 
-At the paper's size by default (Xu et al., 2015: 32 captions of 20 words, L=196 locations of
+At our paper-scale sizes by default (32 captions of 20 words, L=196 locations of
 D=512 features, m=512, n=1024, attention MLP 512, K=10,000 words), from cached features (no CNN).
 In the same process it times the textbook decoder of ``sat_core.naive`` on identical math and
 prints: captions/s for both and their ratio, peak memory, the step's FLOPs (FlopCounterMode),
 the achieved GFLOP/s against this machine's measured float32 matmul rate, and a short profiler
 table. The last line is ONE JSON object with the figures.
 
-    python benchmarks/bench_train_step.py            # paper size
+    python benchmarks/bench_train_step.py            # paper-scale sizes
     python benchmarks/bench_train_step.py --quick    # small sizes, a few seconds
 """
 

@@ -1,8 +1,8 @@
 """Training configuration: one dataclass, named presets, and a command line generated from it.
 
 Every knob of a run lives in :class:`TrainConfig`. A *preset* is a named set of overrides of the
-defaults (``shapes-soft`` for a CPU in minutes, ``flickr8k-soft`` for the paper's recipe, ...), and
-the command line overrides any field of the preset::
+defaults (``shapes-soft`` for a CPU in minutes, ``flickr8k-soft`` for the paper's Flickr8k setting
+at our paper-scale sizes, ...), and the command line overrides any field of the preset::
 
     python -m sat_core.train --preset shapes-soft --lr 3e-4 --attention hard --no-gate
 
@@ -134,6 +134,7 @@ class TrainConfig:
     features_dir: str = _f("", "feature cache folder ('' = <out_dir>/../features)")
     # --- decoder ---
     attention: str = _f("soft", "deterministic soft or stochastic hard attention", ATTENTIONS)
+    # m and n: our paper-scale sizes; the paper gives none (the authors' COCO script: 512, 1800)
     embed_dim: int = _f(512, "m: word embedding size")
     hidden_dim: int = _f(1024, "n: LSTM hidden size")
     attn_dim: int = _f(512, "hidden size of the attention MLP f_att")
@@ -158,6 +159,7 @@ class TrainConfig:
     warmup_steps: int = _f(0, "linear warm-up steps (constant and cosine schedules)")
     lr_decay: float = _f(0.5, "step/plateau schedules: multiply the lr by this")
     lr_decay_epochs: int = _f(5, "step: decay every this many epochs; plateau: patience in epochs")
+    # clipping is this book's choice: neither the paper nor the authors' code clips by default
     grad_clip: float = _f(5.0, "clip the gradient norm to this (0 = off)")
     alpha_c: float = _f(1.0, "lambda of the doubly stochastic penalty sum_i (1 - sum_t alpha_ti)^2")
     lambda_r: float = _f(1.0, "hard attention: weight of the REINFORCE term (Eq. 12)")
@@ -277,6 +279,13 @@ RUNTIME_FIELDS = (
     "log_every", "progress", "features_dir", "test_metrics",
 )
 
+# The paper-scale recipe. From the paper (Sec. 4.3, 5.1): frozen VGG-19 conv5_4 (L=196, D=512),
+# 10,000 words, minibatches of captions of equal length, dropout, the doubly stochastic penalty,
+# early stopping on BLEU, RMSProp on Flickr8k and Adam on Flickr30k/COCO. This book's
+# choices, in neither the paper nor the authors' code: m=512, n=1024 (the paper gives no sizes;
+# the authors' COCO script uses 512 and 1800), gradient clipping at 5, the learning rates,
+# epochs and patience of the presets below, and the 0.5 mixing coin drawn per caption (the
+# authors draw one per minibatch).
 _PAPER = dict(
     encoder="vgg19", encoder_weights="default", fine_tune=False, feature_cache="auto",
     image_size=224, resize=256, embed_dim=512, hidden_dim=1024, attn_dim=512, dropout=0.5,

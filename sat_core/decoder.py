@@ -59,14 +59,19 @@ State = tuple[Tensor, Tensor]  # (h, c), each (B, n)
 
 @dataclass
 class DecoderConfig:
-    """Sizes of the decoder; defaults are the paper's (m=512, n=1024, D=512 for VGG conv5_4)."""
+    """Sizes of the decoder; defaults are our paper-scale presets (m=512, n=1024).
+
+    The paper gives no m or n. D=512 is VGG-19 conv5_4's. The authors' code (arctic-captions)
+    defaults to dim_word=100, dim=1000, ctx_dim=512; its COCO script uses 512-dim word embeddings
+    and an 1800-dim LSTM.
+    """
 
     vocab_size: int  # K
     feature_dim: int  # D
     embed_dim: int = 512  # m
     hidden_dim: int = 1024  # n
     attn_dim: int = 512  # hidden layer of f_att
-    dropout: float = 0.5  # on the argument of L_o, Eq. (7)
+    dropout: float = 0.5  # on the argument of L_o, Eq. (7); the authors also drop h_t, we do not
     gate: bool = True  # scalar beta_t, Sec. 4.2.1
     attention: str = "soft"  # "soft" (Sec. 4.2) or "hard" (Sec. 4.1): how it is TRAINED
 

@@ -39,7 +39,7 @@ they measured (2-core EPYC, 2 torch threads unless said otherwise):
    matmul (what cuDNN's RNNs do). Same gradients up to the order of the sums; on every device.
 5. **GEMM orientation** (:func:`_thin_matmul`). x W^T for a thin x (B rows) is computed on the
    CPU as (W x^T)^T: MKL's GEMM runs the tall orientation (4n x B) faster than the flat one
-   (B x 4n), about 1.4x for T_hz at the paper's sizes (B=32, n=1024, D=512: 6.8 instead of
+   (B x 4n), about 1.4x for T_hz at our paper-scale sizes (B=32, n=1024, D=512: 6.8 instead of
    10.9 ms forward, 6.7 instead of 9.8 ms backward, measured with
    benchmarks/bench_train_step.py's profile).
 

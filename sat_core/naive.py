@@ -20,7 +20,10 @@ from torch import Tensor, nn
 
 
 class NaiveDecoder(nn.Module):
-    """Soft attention + LSTM + deep output, one step at a time (Sec. 3.1.2 and 4.2)."""
+    """Soft attention + LSTM + deep output, one step at a time (Sec. 3.1.2 and 4.2).
+
+    Default sizes are our paper-scale presets' (m=512, n=1024); the paper gives none.
+    """
 
     def __init__(
         self,

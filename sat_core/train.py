@@ -145,7 +145,7 @@ def encoder_weights(cfg: TrainConfig, train_split: Split | None = None) -> str |
 
 def build_captioner(cfg: TrainConfig, vocab: Vocabulary,
                     train_split: Split | None = None) -> Captioner:
-    """Encoder + decoder of the sizes in ``cfg`` (the paper's m, n, attention MLP, gate)."""
+    """Encoder + decoder of the sizes in ``cfg`` (m, n, attention MLP, gate; Sec. 3.1.2, 4.2.1)."""
     enc: dict[str, Any] = dict(weights=encoder_weights(cfg, train_split), fine_tune=cfg.fine_tune,
                                image_size=cfg.image_size, progress=cfg.progress)
     if cfg.encoder == "small":
