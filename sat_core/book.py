@@ -510,6 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--root", type=Path, default=ROOT, help="repository root (default: %(default)s)"
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    add_set_repository_parser(sub)
     b = sub.add_parser("build", help="execute the notebooks and build _build/html")
     b.add_argument(
         "--no-execute",
@@ -543,7 +544,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "clean", help="strip outputs, execution counts and widget state from notebooks (in place)"
     )
     c.add_argument("notebooks", nargs="+", type=Path, metavar="NOTEBOOK")
-    add_set_repository_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "set-repository":
         return set_repository_command(args)
