@@ -301,10 +301,10 @@ class DatasetSpec:
     notes: tuple[str, ...] = ()
 
 
-# Karpathy's split archive (dataset_{coco,flickr8k,flickr30k}.json). The original address has
-# answered 404 since 2023; the Hugging Face copy is a re-upload by a third party (gpantaz), used as
-# this file's source by other projects. Neither publishes a checksum: what the first download that
-# extracts gets is recorded in ROOT/checksums.json and checked on every later download.
+# Karpathy's split archive (dataset_{coco,flickr8k,flickr30k}.json). The original address was
+# reported gone (404) in 2023; the Hugging Face copy is a re-upload by a third party (gpantaz),
+# used as this file's source by other projects. Neither publishes a checksum: what the first
+# download that extracts gets is recorded in ROOT/checksums.json and checked on later downloads.
 KARPATHY_ZIP_URL = "http://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip"
 KARPATHY_ZIP_MIRRORS = (
     "https://huggingface.co/datasets/gpantaz/karpathy_split/resolve/main/caption_datasets.zip",
