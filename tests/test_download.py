@@ -218,6 +218,8 @@ def test_registry_urls_and_no_invented_checksums():
     assert sources["flickr30k-images.tar.gz"] == () and "--images-archive" in DATASETS[
         "flickr30k"].instructions
     assert all(f.sha256 is None for spec in DATASETS.values() for f in spec.files)
+    md5s = {f.filename: f.md5 for spec in DATASETS.values() for f in spec.files if f.md5}
+    assert md5s == {"Flickr8k_Dataset.zip": "f18a1e2920de5bd84dae7cf08ec78978"}  # published
 
 
 def _mirror(tmp_path: Path, write_karpathy_dataset) -> Path:
@@ -240,6 +242,7 @@ def _mirror(tmp_path: Path, write_karpathy_dataset) -> Path:
 def test_prepare_flickr8k_from_a_local_mirror(tmp_path, write_karpathy):
     mirror = _mirror(tmp_path, write_karpathy)
     root = tmp_path / "data"
+    # (the registry's md5 of Flickr8k_Dataset.zip is for its own URL: a --mirror is not held to it)
     assert prepare_dataset("flickr8k", root, mirror=mirror.as_uri(), progress=False) == (
         root / "flickr8k")
     assert not (root / "flickr8k" / "dataset_coco.json").exists()
@@ -303,11 +306,12 @@ def test_unknown_dataset_and_cli_help():
 
 
 # -- several sources, and none (offline) --------------------------------------------------------
-def _with_sources(monkeypatch, captions: list[str], images: list[str]) -> None:
+def _with_sources(monkeypatch, captions: list[str], images: list[str],
+                  images_md5: str | None = None) -> None:
     """Point the flickr8k registry at these (local) sources."""
     spec = DATASETS["flickr8k"]
     files = (dataclasses.replace(spec.files[0], urls=tuple(captions)),
-             dataclasses.replace(spec.files[1], urls=tuple(images)))
+             dataclasses.replace(spec.files[1], urls=tuple(images), md5=images_md5))
     monkeypatch.setitem(DATASETS, "flickr8k", dataclasses.replace(spec, files=files))
 
 
@@ -317,16 +321,25 @@ def test_sources_are_tried_in_order(tmp_path, write_karpathy, monkeypatch, capsy
     html.write_bytes(b"<html><body>moved</body></html>")  # a 200 that is not the zip
     gone = (tmp_path / "gone.zip").as_uri()
     good = (mirror / "caption_datasets.zip").as_uri()
+    images = (mirror / "Flickr8k_Dataset.zip").read_bytes()
+    other = tmp_path / "other" / "Flickr8k_Dataset.zip"  # a valid zip, but not the published one
+    other.parent.mkdir()
+    _zip(other, {"Flicker8k_Dataset/x.png": b"not the images"})
     _with_sources(monkeypatch, [gone, html.as_uri(), good],
-                  [(mirror / "Flickr8k_Dataset.zip").as_uri()])
+                  [other.as_uri(), (mirror / "Flickr8k_Dataset.zip").as_uri()],
+                  images_md5=hashlib.md5(images).hexdigest())
     root = tmp_path / "data"
     prepare_dataset("flickr8k", root, progress=False)
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"caption_datasets.zip: from {good}, after ")
+    assert f"{other.as_uri()}: md5 {hashlib.md5(other.read_bytes()).hexdigest()}, expected" in err
+    assert len(list((root / "flickr8k" / "images").glob("*.png"))) == 6  # not x.png
+    err = err.splitlines()[0] + "\n"
+    assert err.startswith(f"caption_datasets.zip: from {good}, after ")
     assert f"{gone}: " in err and f"{html.as_uri()}: caption_datasets.zip is neither a zip nor a tar" in err
     assert "delete it and run again" not in err  # done already: the next source was tried
     sums = json.loads((root / "checksums.json").read_text())
     assert sums["caption_datasets.zip"] == sha((mirror / "caption_datasets.zip").read_bytes())
+    assert sums["Flickr8k_Dataset.zip"] == sha(images)
     assert sorted(p.name for p in (root / "downloads").iterdir()) == [
         "Flickr8k_Dataset.zip", "caption_datasets.zip"]  # no page, no partial file
     assert len(load_splits("flickr8k", data_root=root, image_size=4)["train"]) == 4

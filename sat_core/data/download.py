@@ -82,12 +82,12 @@ class NoSourceLeft(DownloadError):
 # --------------------------------------------------------------------------------------------
 # Download
 # --------------------------------------------------------------------------------------------
-def sha256_file(path: str | Path, progress: bool = False) -> str:
-    """Hex sha256 of a file, read in chunks."""
+def sha256_file(path: str | Path, progress: bool = False, algorithm: str = "sha256") -> str:
+    """Hex digest (sha256, or ``algorithm``) of a file, read in chunks."""
     path = Path(path)
-    h = hashlib.sha256()
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
-                                     desc=f"sha256 {path.name}", disable=not progress) as bar:
+                                     desc=f"{algorithm} {path.name}", disable=not progress) as bar:
         while chunk := f.read(CHUNK):
             h.update(chunk)
             bar.update(len(chunk))
@@ -273,6 +273,8 @@ class RemoteFile:
     ``pick``: extract only this file name (found anywhere in the archive) into the dataset folder;
     otherwise the archive goes into ``extract_to``, its single top-level folder stripped when
     ``strip_top`` (``Flicker8k_Dataset/x.jpg`` -> ``images/x.jpg``);
+    ``md5``: a digest another project publishes for the same file (checked after each download,
+    before extraction; a source whose copy differs is skipped);
     ``option``: the command-line option that takes a copy obtained by hand
     (``--captions-zip``, ``--images-archive``), ``None`` when only ``ROOT/downloads/`` does;
     ``what``: a few words on what it is, for the message that asks for it.
@@ -284,6 +286,7 @@ class RemoteFile:
     pick: str | None = None
     extract_to: str = "images"
     strip_top: bool = False
+    md5: str | None = None
     option: str | None = None
     what: str = ""
 
@@ -305,6 +308,8 @@ class DatasetSpec:
 # reported gone (404) in 2023; the Hugging Face copy is a re-upload by a third party (gpantaz),
 # used as this file's source by other projects. Neither publishes a checksum: what the first
 # download that extracts gets is recorded in ROOT/checksums.json and checked on later downloads.
+# (mlverse/torchvision (R) checks md5 4fa8c08369d22fe16e41dc124bd1adc2 for Stanford's original; not
+# enforced here: whether the Hugging Face copy is byte for byte the same is not known.)
 KARPATHY_ZIP_URL = "http://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip"
 KARPATHY_ZIP_MIRRORS = (
     "https://huggingface.co/datasets/gpantaz/karpathy_split/resolve/main/caption_datasets.zip",
@@ -325,6 +330,8 @@ DATASETS: dict[str, DatasetSpec] = {
             ("https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/"
              "Flickr8k_Dataset.zip",),
             strip_top=True, option="--images-archive", what="the 8,091 Flickr8k images, 1.1 GB",
+            # the md5 that mlverse/torchvision (R) checks after downloading this same URL
+            md5="f18a1e2920de5bd84dae7cf08ec78978",
         ),
     )),
     "flickr30k": DatasetSpec(
@@ -507,12 +514,13 @@ def _no_source_left(f: RemoteFile, root: Path, name: str,
 
 
 def _obtain(f: RemoteFile, urls: Sequence[str], archive: Path, ds_dir: Path,
-            expected: str | None, progress: bool) -> tuple[str, list[tuple[str, Exception]]]:
+            expected: str | None, md5: str | None,
+            progress: bool) -> tuple[str, list[tuple[str, Exception]]]:
     """Get ``f`` into ``archive`` and extract it into ``ds_dir``: a copy already in ``archive``
     first, then each of ``urls`` in order, until one extracts. A source that fails (network,
-    checksum, not an archive) is removed and the next one tried. Returns the sha256 of the one
-    that worked and the failures before it (source, error); when no source is left,
-    ``("", failures)`` (errors of the local disk and interruptions are raised)."""
+    sha256 ``expected`` or ``md5``, not an archive) is removed and the next one tried. Returns
+    the sha256 of the one that worked and the failures before it (source, error); when no source
+    is left, ``("", failures)`` (errors of the local disk and interruptions are raised)."""
     failures: list[tuple[str, Exception]] = []
     sources: list[str | None] = [None] if archive.exists() else []
     for url in [*sources, *urls]:
@@ -523,6 +531,8 @@ def _obtain(f: RemoteFile, urls: Sequence[str], archive: Path, ds_dir: Path,
                     raise ChecksumError(f"sha256 {actual}, expected {expected}")
             else:
                 actual = _download(url, archive, expected, progress)
+            if md5 is not None and (got := sha256_file(archive, algorithm="md5")) != md5:
+                raise ChecksumError(f"md5 {got}, expected {md5}")
             _unpack(archive, f, ds_dir)
         except (DownloadError, ChecksumError, ArchiveError, UnsafeArchiveError) as e:
             failures.append((url or f"{archive} (already there)", e))
@@ -602,8 +612,9 @@ def prepare_dataset(
         if not (f.urls or mirror):
             continue  # placed by hand (checked above)
         urls = [f"{mirror.rstrip('/')}/{f.filename}"] if mirror else f.urls
+        md5 = None if mirror else f.md5  # published for the registry's URLs, not a mirror's
         actual, failures = _obtain(f, urls, root / "downloads" / f.filename, ds_dir,
-                                   f.sha256 or sums.get(f.filename), progress)
+                                   f.sha256 or sums.get(f.filename), md5, progress)
         if not actual:
             raise _no_source_left(f, root, name, failures) from failures[-1][1]
         if sums.get(f.filename) != actual:  # extracted: now trusted
