@@ -265,6 +265,7 @@ def test_prepare_flickr8k_from_a_local_mirror(tmp_path, write_karpathy):
     with pytest.raises(NoSourceLeft) as e:
         prepare_dataset("flickr8k", root, mirror=mirror.as_uri(), progress=False)
     assert isinstance(e.value.__cause__, ChecksumError)
+    assert isinstance(e.value, ChecksumError)  # `except ChecksumError` still catches it
     assert sums["Flickr8k_Dataset.zip"] in str(e.value) and sha(b"tampered") in str(e.value)
     assert "checksums.json" in str(e.value)  # what to do if the new file is trusted
     assert not (root / "downloads" / "Flickr8k_Dataset.zip").exists()
@@ -352,6 +353,7 @@ def test_offline_is_one_message_saying_which_file_and_where(tmp_path, monkeypatc
     with pytest.raises(NoSourceLeft) as e:
         prepare_dataset("flickr8k", root, progress=False)
     msg = str(e.value)
+    assert type(e.value) is NoSourceLeft and isinstance(e.value, DownloadError)
     assert msg.startswith("caption_datasets.zip") and all(u in msg for u in urls)
     assert "--captions-zip PATH/TO/caption_datasets.zip" in msg
     assert str(root / "downloads" / "caption_datasets.zip") in msg

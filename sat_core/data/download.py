@@ -76,7 +76,20 @@ class ManualDownloadRequired(RuntimeError):
 
 class NoSourceLeft(DownloadError):
     """Every source of a file failed (offline?); the message lists them and says which file to
-    obtain by hand and where to put it."""
+    obtain by hand and where to put it. It is also the kind of error the last source gave (one of
+    the classes below), so ``except ChecksumError`` still catches a copy whose checksum differs."""
+
+
+class NoSourceLeftChecksum(NoSourceLeft, ChecksumError):
+    """:class:`NoSourceLeft`; the last source's copy had another checksum."""
+
+
+class NoSourceLeftArchive(NoSourceLeft, ArchiveError):
+    """:class:`NoSourceLeft`; the last source's copy was not an archive, or a corrupt one."""
+
+
+class NoSourceLeftUnsafe(NoSourceLeft, UnsafeArchiveError):
+    """:class:`NoSourceLeft`; the last source's copy had a member that escapes its folder."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,8 +162,8 @@ def _download(url: str, dest: Path, sha256: str | None, progress: bool) -> str:
                 "fails again and you trust the new file, remove its entry from checksums.json "
                 f"(or pass sha256=None). The bad download was removed; {dest} was not written."
             )
-            err.reason = (f"sha256 {actual}, expected {expected} (if you trust the new file, "
-                          "delete its entry from checksums.json)")
+            err.reason = (f"sha256 mismatch for {dest.name}: got {actual}, expected {expected} "
+                          "(if you trust the new file, delete its entry from checksums.json)")
             raise err
         os.replace(tmp, dest)  # atomic on the same filesystem: dest is complete or absent
     finally:
@@ -306,7 +319,7 @@ class DatasetSpec:
 
 # Karpathy's split archive (dataset_{coco,flickr8k,flickr30k}.json). The original address was
 # reported gone (404) in 2023; the Hugging Face copy is a re-upload by a third party (gpantaz),
-# used as this file's source by other projects. Neither publishes a checksum: what the first
+# used as this file's source by other projects. Neither host publishes a checksum: what the first
 # download that extracts gets is recorded in ROOT/checksums.json and checked on later downloads.
 # (mlverse/torchvision (R) checks md5 4fa8c08369d22fe16e41dc124bd1adc2 for Stanford's original; not
 # enforced here: whether the Hugging Face copy is byte for byte the same is not known.)
@@ -505,7 +518,10 @@ def _no_source_left(f: RemoteFile, root: Path, name: str,
     how = f"run again with {f.option} PATH/TO/{f.filename}, or " if f.option else ""
     pick = f" (or {f.pick} itself in {root / name}/)" if f.pick else ""
     what = f" ({f.what})" if f.what else ""
-    err = NoSourceLeft(
+    last = failures[-1][1]
+    kind = next((k for k in (NoSourceLeftChecksum, NoSourceLeftArchive, NoSourceLeftUnsafe)
+                 if isinstance(last, k.__bases__[1])), NoSourceLeft)
+    err = kind(
         f"{f.filename}{what}: every source failed [{tried}]. Get {f.filename} by hand (from one "
         f"of those addresses where there is internet, or a copy you trust) and {how}put it at "
         f"{archive}{pick}; the next run uses it without the network")
