@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.sat-installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup test test-fast lint book book-html browser-test student bench bench-smoke clean
+.PHONY: help setup test test-fast test-colab lint book book-html browser-test student bench bench-smoke clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -32,7 +32,10 @@ test: setup lint  ## ruff + the whole test suite, one pytest-xdist worker per co
 	$(BIN)/python -m pytest -n auto --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-fast: setup  ## the unit tests only (no notebooks, no slow tests)
-	$(BIN)/python -m pytest -m "not slow and not bench" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not bench and not colab" $(PYTEST_ARGS)
+
+test-colab: setup  ## the Colab install path: wheel + install cell in a fresh venv that has torch, chapter 4 (~2 min)
+	$(BIN)/python -m pytest -m colab tests/test_colab.py $(PYTEST_ARGS)
 
 book: setup  ## execute every notebook (papermill, default parameters) and build _build/html
 	$(BIN)/python -m sat_core.book build

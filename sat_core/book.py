@@ -15,6 +15,10 @@ Checkpoints: chapters read ``artifacts_dir = "../artifacts"`` (relative to ``not
 stage links ``_build/stage/artifacts`` (and ``data``) to the repository's own folders, so running
 the chapters in order lets chapter 6's checkpoint serve chapters 8-9, in the book as in JupyterLab.
 
+``python -m sat_core.book set-repository URL [--branch B]`` points the book at its public
+repository: ``_config.yml`` holds the setting, every copy is rewritten (see
+:mod:`sat_core.repository`).
+
 ``python -m sat_core.book browser-test`` opens the built site in headless Chromium
 (``tests/site/test_site.py``, run by pytest). MathJax normally comes from a CDN; the test serves a
 local copy fetched once with ``npm pack mathjax@3`` into ``_build/mathjax/`` (see
@@ -523,6 +527,37 @@ def _clean(paths: Sequence[Path]) -> int:
     return 0
 
 
+def add_set_repository_parser(sub: Any) -> argparse.ArgumentParser:
+    """The ``set-repository URL [--branch B]`` subcommand (see :mod:`sat_core.repository`)."""
+    r = sub.add_parser(
+        "set-repository",
+        help="point the book at its public GitHub repository: _config.yml (Colab buttons), "
+        "every notebook's install cell, README badges and links",
+    )
+    r.add_argument("url", help="https://github.com/OWNER/NAME")
+    r.add_argument("--branch", default="main", help="the branch the book is published from "
+                   "(default: %(default)s)")
+    return r
+
+
+def set_repository_command(args: argparse.Namespace) -> int:
+    """Run ``set-repository``: list what changed; a bad URL or branch is one ``error:`` line,
+    exit status 2."""
+    from sat_core.errors import report
+    from sat_core.repository import RepositoryError, read_repository, set_repository
+
+    try:
+        changed = set_repository(args.root, args.url, args.branch)
+    except RepositoryError as err:
+        return report(err)
+    root, repo = Path(args.root).resolve(), read_repository(args.root)
+    for path in changed:
+        print(f"updated {path.resolve().relative_to(root)}")
+    print(f"the book points at {repo.url}, branch {repo.branch}"
+          + ("" if changed else " (nothing to change)") + f"; its site: {repo.pages}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sat_core.book",
@@ -533,6 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--root", type=Path, default=ROOT, help="repository root (default: %(default)s)"
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    add_set_repository_parser(sub)
     b = sub.add_parser("build", help="execute the notebooks and build _build/html")
     b.add_argument(
         "--no-execute",
@@ -555,12 +591,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="papermill parameters for every notebook, e.g. '{\"smoke\": true}' (default: none, "
         "i.e. each notebook's own defaults)",
     )
-    b.add_argument(
-        "--timeout",
-        type=float,
-        default=CELL_TIMEOUT_S,
-        help="per-cell timeout in seconds (default: %(default)s)",
-    )
+    b.add_argument("--timeout", type=float, default=CELL_TIMEOUT_S,
+                   help="per-cell timeout in seconds (default: %(default)s)")
     b.add_argument(
         "--no-strict", action="store_true", help="do not turn Sphinx warnings into errors"
     )
@@ -571,6 +603,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     c.add_argument("notebooks", nargs="+", type=Path, metavar="NOTEBOOK")
     args = parser.parse_args(argv)
+    if args.command == "set-repository":
+        return set_repository_command(args)
 
     try:
         if args.command == "build":

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import http.server
 import io
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -24,6 +26,7 @@ from sat_core.data.download import (
     ChecksumError,
     DownloadError,
     ManualDownloadRequired,
+    NoSourceLeft,
     UnsafeArchiveError,
     download,
     prepare_dataset,
@@ -201,14 +204,22 @@ def test_extract_rejects_non_archives(tmp_path):
 # -- registry and prepare_dataset -------------------------------------------------------------
 def test_registry_urls_and_no_invented_checksums():
     urls = {f.filename: f.url for spec in DATASETS.values() for f in spec.files}
+    sources = {f.filename: f.urls for spec in DATASETS.values() for f in spec.files}
+    captions = sources["caption_datasets.zip"]
+    assert len(captions) >= 2 and len(set(captions)) == len(captions)  # the original + mirrors
+    assert all(u.startswith("https://") for u in captions[1:])
+    assert all(f.option == "--captions-zip" for spec in DATASETS.values() for f in spec.files
+               if f.filename == "caption_datasets.zip")
     assert urls["caption_datasets.zip"] == (
         "http://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip")
     assert urls["Flickr8k_Dataset.zip"].startswith("https://github.com/jbrownlee/Datasets/")
     assert urls["train2014.zip"] == "http://images.cocodataset.org/zips/train2014.zip"
     assert urls["val2014.zip"] == "http://images.cocodataset.org/zips/val2014.zip"
-    assert urls["flickr30k-images.tar.gz"] is None and "--images-archive" in DATASETS[
+    assert sources["flickr30k-images.tar.gz"] == () and "--images-archive" in DATASETS[
         "flickr30k"].instructions
     assert all(f.sha256 is None for spec in DATASETS.values() for f in spec.files)
+    md5s = {f.filename: f.md5 for spec in DATASETS.values() for f in spec.files if f.md5}
+    assert md5s == {"Flickr8k_Dataset.zip": "f18a1e2920de5bd84dae7cf08ec78978"}  # published
 
 
 def _mirror(tmp_path: Path, write_karpathy_dataset) -> Path:
@@ -231,6 +242,7 @@ def _mirror(tmp_path: Path, write_karpathy_dataset) -> Path:
 def test_prepare_flickr8k_from_a_local_mirror(tmp_path, write_karpathy):
     mirror = _mirror(tmp_path, write_karpathy)
     root = tmp_path / "data"
+    # (the registry's md5 of Flickr8k_Dataset.zip is for its own URL: a --mirror is not held to it)
     assert prepare_dataset("flickr8k", root, mirror=mirror.as_uri(), progress=False) == (
         root / "flickr8k")
     assert not (root / "flickr8k" / "dataset_coco.json").exists()
@@ -250,9 +262,12 @@ def test_prepare_flickr8k_from_a_local_mirror(tmp_path, write_karpathy):
     (mirror / "Flickr8k_Dataset.zip").write_bytes(b"tampered")
     (root / "downloads" / "Flickr8k_Dataset.zip").unlink()
     (root / "flickr8k" / ".done-Flickr8k_Dataset.zip").unlink()
-    with pytest.raises(ChecksumError) as e:
+    with pytest.raises(NoSourceLeft) as e:
         prepare_dataset("flickr8k", root, mirror=mirror.as_uri(), progress=False)
+    assert isinstance(e.value.__cause__, ChecksumError)
+    assert isinstance(e.value, ChecksumError)  # `except ChecksumError` still catches it
     assert sums["Flickr8k_Dataset.zip"] in str(e.value) and sha(b"tampered") in str(e.value)
+    assert "checksums.json" in str(e.value)  # what to do if the new file is trusted
     assert not (root / "downloads" / "Flickr8k_Dataset.zip").exists()
 
 
@@ -289,3 +304,92 @@ def test_unknown_dataset_and_cli_help():
     out = subprocess.run([sys.executable, "-m", "sat_core.data.download", "--help"],
                          capture_output=True, text=True, check=True).stdout
     assert "flickr8k" in out and "flickr30k" in out and "coco" in out and "--root" in out
+
+
+# -- several sources, and none (offline) --------------------------------------------------------
+def _with_sources(monkeypatch, captions: list[str], images: list[str],
+                  images_md5: str | None = None) -> None:
+    """Point the flickr8k registry at these (local) sources."""
+    spec = DATASETS["flickr8k"]
+    files = (dataclasses.replace(spec.files[0], urls=tuple(captions)),
+             dataclasses.replace(spec.files[1], urls=tuple(images), md5=images_md5))
+    monkeypatch.setitem(DATASETS, "flickr8k", dataclasses.replace(spec, files=files))
+
+
+def test_sources_are_tried_in_order(tmp_path, write_karpathy, monkeypatch, capsys):
+    mirror = _mirror(tmp_path, write_karpathy)
+    html = tmp_path / "page.html"
+    html.write_bytes(b"<html><body>moved</body></html>")  # a 200 that is not the zip
+    gone = (tmp_path / "gone.zip").as_uri()
+    good = (mirror / "caption_datasets.zip").as_uri()
+    images = (mirror / "Flickr8k_Dataset.zip").read_bytes()
+    other = tmp_path / "other" / "Flickr8k_Dataset.zip"  # a valid zip, but not the published one
+    other.parent.mkdir()
+    _zip(other, {"Flicker8k_Dataset/x.png": b"not the images"})
+    _with_sources(monkeypatch, [gone, html.as_uri(), good],
+                  [other.as_uri(), (mirror / "Flickr8k_Dataset.zip").as_uri()],
+                  images_md5=hashlib.md5(images).hexdigest())
+    root = tmp_path / "data"
+    prepare_dataset("flickr8k", root, progress=False)
+    err = capsys.readouterr().err
+    assert f"{other.as_uri()}: md5 {hashlib.md5(other.read_bytes()).hexdigest()}, expected" in err
+    assert len(list((root / "flickr8k" / "images").glob("*.png"))) == 6  # not x.png
+    err = err.splitlines()[0] + "\n"
+    assert err.startswith(f"caption_datasets.zip: from {good}, after ")
+    assert f"{gone}: " in err and f"{html.as_uri()}: caption_datasets.zip is neither a zip nor a tar" in err
+    assert "delete it and run again" not in err  # done already: the next source was tried
+    sums = json.loads((root / "checksums.json").read_text())
+    assert sums["caption_datasets.zip"] == sha((mirror / "caption_datasets.zip").read_bytes())
+    assert sums["Flickr8k_Dataset.zip"] == sha(images)
+    assert sorted(p.name for p in (root / "downloads").iterdir()) == [
+        "Flickr8k_Dataset.zip", "caption_datasets.zip"]  # no page, no partial file
+    assert len(load_splits("flickr8k", data_root=root, image_size=4)["train"]) == 4
+
+
+def test_offline_is_one_message_saying_which_file_and_where(tmp_path, monkeypatch, capsys):
+    urls = [(tmp_path / f"gone{i}.zip").as_uri() for i in range(2)]
+    _with_sources(monkeypatch, urls, [(tmp_path / "gone-images.zip").as_uri()])
+    root = tmp_path / "data"
+    with pytest.raises(NoSourceLeft) as e:
+        prepare_dataset("flickr8k", root, progress=False)
+    msg = str(e.value)
+    assert type(e.value) is NoSourceLeft and isinstance(e.value, DownloadError)
+    assert msg.startswith("caption_datasets.zip") and all(u in msg for u in urls)
+    assert "--captions-zip PATH/TO/caption_datasets.zip" in msg
+    assert str(root / "downloads" / "caption_datasets.zip") in msg
+    assert f"dataset_flickr8k.json itself in {root / 'flickr8k'}" in msg
+    assert not (root / "downloads").exists() or not list((root / "downloads").iterdir())
+    capsys.readouterr()
+    assert dl.main(["flickr8k", "--root", str(root), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: caption_datasets.zip")
+    assert "--captions-zip" in err and "Traceback" not in err
+
+
+def test_files_obtained_by_hand_need_no_network(tmp_path, write_karpathy, monkeypatch):
+    mirror = _mirror(tmp_path, write_karpathy)
+    before = {p.name: p.read_bytes() for p in mirror.iterdir()}
+    _with_sources(monkeypatch, [(tmp_path / "gone.zip").as_uri()],
+                  [(tmp_path / "gone-images.zip").as_uri()])
+    root = tmp_path / "data"
+    assert dl.main(["flickr8k", "--root", str(root), "--no-progress",
+                    "--captions-zip", str(mirror / "caption_datasets.zip"),
+                    "--images-archive", str(mirror / "Flickr8k_Dataset.zip")]) == 0
+    assert len(load_splits("flickr8k", data_root=root, image_size=4)["test"]) == 1
+    assert not (root / "downloads").exists()  # read in place, nothing downloaded
+    assert {p.name: p.read_bytes() for p in mirror.iterdir()} == before
+
+    # or put by hand where the message says: the zip in downloads/, or the JSON itself
+    for placed in ("downloads/caption_datasets.zip", "flickr8k/dataset_flickr8k.json"):
+        other = tmp_path / placed.replace("/", "-")
+        if placed.endswith(".zip"):
+            (other / "downloads").mkdir(parents=True)
+            shutil.copy(mirror / "caption_datasets.zip", other / placed)
+        else:
+            (other / "flickr8k").mkdir(parents=True)
+            shutil.copy(root / placed, other / placed)
+        prepare_dataset("flickr8k", other, images_archive=mirror / "Flickr8k_Dataset.zip",
+                        progress=False)
+        assert len(load_splits("flickr8k", data_root=other, image_size=4)["val"]) == 1
+    with pytest.raises(FileNotFoundError, match="--captions-zip"):
+        prepare_dataset("flickr8k", root, captions_zip=tmp_path / "absent.zip")

@@ -7,6 +7,11 @@
     data/checksums.json        sha256 of every archive downloaded, verified on later runs
     data/flickr8k/dataset_flickr8k.json  data/flickr8k/images/*.jpg
 
+Each archive has one or more sources (the original first, then public mirrors), tried in order
+until one downloads and extracts. When none does (offline, or every copy gone), one error says
+which file to obtain by hand and where to put it: ``--captions-zip PATH`` / ``--images-archive
+PATH``, or ``data/downloads/<archive>``, which later runs use without the network.
+
 We publish no checksums we have not computed ourselves: where :data:`DATASETS` has ``sha256=None``
 the first download records what it got in ``checksums.json``, and later runs check against that.
 A checksum is recorded only once its archive was extracted: an HTML error page saved in place of
@@ -69,15 +74,33 @@ class ManualDownloadRequired(RuntimeError):
     """The dataset cannot be fetched automatically; the message says how to get it."""
 
 
+class NoSourceLeft(DownloadError):
+    """Every source of a file failed (offline?); the message lists them and says which file to
+    obtain by hand and where to put it. It is also the kind of error the last source gave (one of
+    the classes below), so ``except ChecksumError`` still catches a copy whose checksum differs."""
+
+
+class NoSourceLeftChecksum(NoSourceLeft, ChecksumError):
+    """:class:`NoSourceLeft`; the last source's copy had another checksum."""
+
+
+class NoSourceLeftArchive(NoSourceLeft, ArchiveError):
+    """:class:`NoSourceLeft`; the last source's copy was not an archive, or a corrupt one."""
+
+
+class NoSourceLeftUnsafe(NoSourceLeft, UnsafeArchiveError):
+    """:class:`NoSourceLeft`; the last source's copy had a member that escapes its folder."""
+
+
 # --------------------------------------------------------------------------------------------
 # Download
 # --------------------------------------------------------------------------------------------
-def sha256_file(path: str | Path, progress: bool = False) -> str:
-    """Hex sha256 of a file, read in chunks."""
+def sha256_file(path: str | Path, progress: bool = False, algorithm: str = "sha256") -> str:
+    """Hex digest (sha256, or ``algorithm``) of a file, read in chunks."""
     path = Path(path)
-    h = hashlib.sha256()
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
-                                     desc=f"sha256 {path.name}", disable=not progress) as bar:
+                                     desc=f"{algorithm} {path.name}", disable=not progress) as bar:
         while chunk := f.read(CHUNK):
             h.update(chunk)
             bar.update(len(chunk))
@@ -109,10 +132,12 @@ def _fetch(url: str, dest: Path, progress: bool) -> tuple[Path, str]:
         return tmp, h.hexdigest()
     except (OSError, http.client.HTTPException) as e:
         tmp.unlink(missing_ok=True)
-        raise DownloadError(
+        err = DownloadError(
             f"downloading {url} to {dest} failed: {e}. Check the URL and your connection and run "
             "again; no partial file was left behind"
-        ) from e
+        )
+        err.reason = str(e)
+        raise err from e
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -131,12 +156,15 @@ def _download(url: str, dest: Path, sha256: str | None, progress: bool) -> str:
     try:
         if expected is not None and actual != expected:
             dest.unlink(missing_ok=True)  # an old copy that failed the same check
-            raise ChecksumError(
+            err = ChecksumError(
                 f"sha256 mismatch for {dest.name} from {url}: expected {expected}, got {actual}. "
                 "The file may be corrupt or may have changed upstream: run again to retry; if it "
                 "fails again and you trust the new file, remove its entry from checksums.json "
                 f"(or pass sha256=None). The bad download was removed; {dest} was not written."
             )
+            err.reason = (f"sha256 mismatch for {dest.name}: got {actual}, expected {expected} "
+                          "(if you trust the new file, delete its entry from checksums.json)")
+            raise err
         os.replace(tmp, dest)  # atomic on the same filesystem: dest is complete or absent
     finally:
         tmp.unlink(missing_ok=True)
@@ -251,19 +279,34 @@ def safe_extract(
 class RemoteFile:
     """One archive a dataset needs.
 
-    ``url``: where it lives (``None``: no public link, see ``DatasetSpec.instructions``);
-    ``sha256``: only when known from a trusted source (else recorded in ``checksums.json``);
+    ``urls``: where it lives, tried in order (the original first, then public mirrors; empty: no
+    public link, see ``DatasetSpec.instructions``);
+    ``sha256``: only when known from a trusted source (else recorded in ``checksums.json`` at the
+    first download that extracts);
     ``pick``: extract only this file name (found anywhere in the archive) into the dataset folder;
     otherwise the archive goes into ``extract_to``, its single top-level folder stripped when
-    ``strip_top`` (``Flicker8k_Dataset/x.jpg`` -> ``images/x.jpg``).
+    ``strip_top`` (``Flicker8k_Dataset/x.jpg`` -> ``images/x.jpg``);
+    ``md5``: a digest another project publishes for the same file (checked after each download,
+    before extraction; a source whose copy differs is skipped);
+    ``option``: the command-line option that takes a copy obtained by hand
+    (``--captions-zip``, ``--images-archive``), ``None`` when only ``ROOT/downloads/`` does;
+    ``what``: a few words on what it is, for the message that asks for it.
     """
 
     filename: str
-    url: str | None
+    urls: tuple[str, ...]
     sha256: str | None = None
     pick: str | None = None
     extract_to: str = "images"
     strip_top: bool = False
+    md5: str | None = None
+    option: str | None = None
+    what: str = ""
+
+    @property
+    def url(self) -> str | None:
+        """The first source, ``None`` when there is no public link."""
+        return self.urls[0] if self.urls else None
 
 
 @dataclass(frozen=True)
@@ -274,25 +317,40 @@ class DatasetSpec:
     notes: tuple[str, ...] = ()
 
 
+# Karpathy's split archive (dataset_{coco,flickr8k,flickr30k}.json). The original address was
+# reported gone (404) in 2023; the Hugging Face copy is a re-upload by a third party (gpantaz),
+# used as this file's source by other projects. Neither host publishes a checksum: what the first
+# download that extracts gets is recorded in ROOT/checksums.json and checked on later downloads.
+# (mlverse/torchvision (R) checks md5 4fa8c08369d22fe16e41dc124bd1adc2 for Stanford's original; not
+# enforced here: whether the Hugging Face copy is byte for byte the same is not known.)
 KARPATHY_ZIP_URL = "http://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip"
+KARPATHY_ZIP_MIRRORS = (
+    "https://huggingface.co/datasets/gpantaz/karpathy_split/resolve/main/caption_datasets.zip",
+)
 
 
 def _captions(name: str) -> RemoteFile:
-    return RemoteFile("caption_datasets.zip", KARPATHY_ZIP_URL, pick=f"dataset_{name}.json")
+    return RemoteFile("caption_datasets.zip", (KARPATHY_ZIP_URL, *KARPATHY_ZIP_MIRRORS),
+                      pick=f"dataset_{name}.json", option="--captions-zip",
+                      what=f"Karpathy's splits, the zip that holds dataset_{name}.json")
 
 
 DATASETS: dict[str, DatasetSpec] = {
     "flickr8k": DatasetSpec("flickr8k", (
         _captions("flickr8k"),
-        RemoteFile(
+        RemoteFile(  # the Illinois original needs a form; this copy is the one everyone uses
             "Flickr8k_Dataset.zip",
-            "https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/Flickr8k_Dataset.zip",
-            strip_top=True,
+            ("https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/"
+             "Flickr8k_Dataset.zip",),
+            strip_top=True, option="--images-archive", what="the 8,091 Flickr8k images, 1.1 GB",
+            # the md5 that mlverse/torchvision (R) checks after downloading this same URL
+            md5="f18a1e2920de5bd84dae7cf08ec78978",
         ),
     )),
     "flickr30k": DatasetSpec(
         "flickr30k",
-        (_captions("flickr30k"), RemoteFile("flickr30k-images.tar.gz", None, strip_top=True)),
+        (_captions("flickr30k"),
+         RemoteFile("flickr30k-images.tar.gz", (), strip_top=True, option="--images-archive")),
         instructions=(
             "Flickr30k images have no public direct link. Request them with the form at "
             "https://shannon.cs.illinois.edu/DenotationGraph/ (terms of use: research only), or "
@@ -304,8 +362,10 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
     "coco": DatasetSpec("coco", (
         _captions("coco"),
-        RemoteFile("train2014.zip", "http://images.cocodataset.org/zips/train2014.zip"),
-        RemoteFile("val2014.zip", "http://images.cocodataset.org/zips/val2014.zip"),
+        RemoteFile("train2014.zip", ("http://images.cocodataset.org/zips/train2014.zip",),
+                   what="the COCO 2014 training images, 13 GB"),
+        RemoteFile("val2014.zip", ("http://images.cocodataset.org/zips/val2014.zip",),
+                   what="the COCO 2014 validation images, 6 GB"),
     ), notes=("COCO train2014 + val2014 are about 19 GB of zips (and as much again unpacked).",)),
 }
 
@@ -442,33 +502,105 @@ def _unpack(archive: Path, spec_file: RemoteFile, ds_dir: Path) -> None:
     _commit_stage(_stage(archive, spec_file, ds_dir), ds_dir)
 
 
+def _reason(err: BaseException, archive: Path) -> str:
+    """What went wrong with one source, in a few words (for :class:`NoSourceLeft`)."""
+    reason = getattr(err, "reason", None)  # set where the error is raised: already short
+    text = reason or " ".join(str(err).split()).split(" — ")[0]  # what, not what to do
+    text = str(text).replace(str(archive), archive.name)
+    return text if reason or len(text) <= 160 else text[:157] + "..."
+
+
+def _no_source_left(f: RemoteFile, root: Path, name: str,
+                    failures: list[tuple[str, Exception]]) -> NoSourceLeft:
+    """The one message for a file that no source gave: which file, where to put it."""
+    archive = root / "downloads" / f.filename
+    tried = "; ".join(f"{src}: {_reason(e, archive)}" for src, e in failures)
+    how = f"run again with {f.option} PATH/TO/{f.filename}, or " if f.option else ""
+    pick = f" (or {f.pick} itself in {root / name}/)" if f.pick else ""
+    what = f" ({f.what})" if f.what else ""
+    last = failures[-1][1]
+    kind = next((k for k in (NoSourceLeftChecksum, NoSourceLeftArchive, NoSourceLeftUnsafe)
+                 if isinstance(last, k.__bases__[1])), NoSourceLeft)
+    err = kind(
+        f"{f.filename}{what}: every source failed [{tried}]. Get {f.filename} by hand (from one "
+        f"of those addresses where there is internet, or a copy you trust) and {how}put it at "
+        f"{archive}{pick}; the next run uses it without the network")
+    err.reason = "every source failed"
+    return err
+
+
+def _obtain(f: RemoteFile, urls: Sequence[str], archive: Path, ds_dir: Path,
+            expected: str | None, md5: str | None,
+            progress: bool) -> tuple[str, list[tuple[str, Exception]]]:
+    """Get ``f`` into ``archive`` and extract it into ``ds_dir``: a copy already in ``archive``
+    first, then each of ``urls`` in order, until one extracts. A source that fails (network,
+    sha256 ``expected`` or ``md5``, not an archive) is removed and the next one tried. Returns
+    the sha256 of the one that worked and the failures before it (source, error); when no source
+    is left, ``("", failures)`` (errors of the local disk and interruptions are raised)."""
+    failures: list[tuple[str, Exception]] = []
+    sources: list[str | None] = [None] if archive.exists() else []
+    for url in [*sources, *urls]:
+        try:
+            if url is None:
+                actual = sha256_file(archive, progress)
+                if expected is not None and actual != expected:
+                    raise ChecksumError(f"sha256 {actual}, expected {expected}")
+            else:
+                actual = _download(url, archive, expected, progress)
+            if md5 is not None and (got := sha256_file(archive, algorithm="md5")) != md5:
+                raise ChecksumError(f"md5 {got}, expected {md5}")
+            _unpack(archive, f, ds_dir)
+        except (DownloadError, ChecksumError, ArchiveError, UnsafeArchiveError) as e:
+            failures.append((url or f"{archive} (already there)", e))
+            archive.unlink(missing_ok=True)
+            continue
+        if failures:  # said after success only: offline, the one error line says it all
+            tried = "; ".join(f"{src}: {_reason(e, archive)}" for src, e in failures)
+            print(f"{f.filename}: from {url or archive}, after {tried}", file=sys.stderr)
+        return actual, failures
+    return "", failures
+
+
+def _local_copies(captions_zip: str | Path | None,
+                  images_archive: str | Path | None) -> dict[str, Path]:
+    """``{option: path}`` for the files given on the command line (each must exist)."""
+    given = {"--captions-zip": captions_zip, "--images-archive": images_archive}
+    out = {}
+    for option, path in given.items():
+        if path is None:
+            continue
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path} does not exist — check the path given to {option}")
+        out[option] = Path(path)
+    return out
+
+
 def prepare_dataset(
     name: str,
     root: str | Path = "data",
     *,
     mirror: str | None = None,
     images_archive: str | Path | None = None,
+    captions_zip: str | Path | None = None,
     progress: bool = True,
 ) -> Path:
     """Download and unpack dataset ``name`` into ``root/name`` (see the module docstring).
 
+    Each file's sources (:data:`DATASETS`) are tried in order until one downloads and extracts;
+    when none does, :class:`NoSourceLeft` says which file to obtain and where to put it.
     ``mirror``: a base URL (``http://...`` or ``file:///...``) that replaces every registry URL by
-    ``mirror/<filename>`` (for an institutional mirror, or the tests). ``images_archive``: a local
-    archive of the images, for datasets without a public link (Flickr30k); it is only read.
-    Downloads are verified against :data:`DATASETS` or, failing that, against
-    ``root/checksums.json`` from earlier runs, where a download's sha256 is recorded once it was
-    extracted. Unpacking is all or nothing and skipped when already done; what an interrupted run
-    left is finished or removed first. Returns ``root/name``.
+    ``mirror/<filename>`` (for an institutional mirror, or the tests). ``images_archive`` and
+    ``captions_zip``: local copies (only read, never downloaded again), for Flickr30k's images or
+    when offline. A ``dataset_NAME.json`` already in ``root/name`` counts as extracted. Downloads
+    are verified against :data:`DATASETS` or against ``root/checksums.json``, where a download's
+    sha256 is recorded once it was extracted. Unpacking is all or nothing and skipped when done;
+    what an interrupted run left is finished or removed first. Returns ``root/name``.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
-    if images_archive is not None and not Path(images_archive).is_file():
-        raise FileNotFoundError(f"images archive {images_archive} does not exist — check the "
-                                "path given to --images-archive")
-    spec = DATASETS[name]
-    root = Path(root)
-    ds_dir, downloads = root / name, root / "downloads"
-    sums_path = root / "checksums.json"
+    local = _local_copies(captions_zip, images_archive)
+    spec, root = DATASETS[name], Path(root)
+    ds_dir, sums_path = root / name, root / "checksums.json"
     sums = _load_checksums(sums_path)
     if ds_dir.is_dir():
         _recover_stages(ds_dir)
@@ -476,7 +608,8 @@ def prepare_dataset(
         print(note, file=sys.stderr)
 
     def is_done(f: RemoteFile) -> bool:
-        return (ds_dir / _done_name(f)).exists()
+        by_hand = f.pick is not None and (ds_dir / f.pick).is_file()
+        return by_hand or (ds_dir / _done_name(f)).exists()
 
     def placed_by_hand(f: RemoteFile) -> bool:
         target = ds_dir / f.extract_to
@@ -484,24 +617,23 @@ def prepare_dataset(
 
     # Fail before downloading anything when a file can only be obtained by hand.
     for f in spec.files:
-        if f.url is None and not (images_archive or mirror or is_done(f) or placed_by_hand(f)):
+        if not (f.urls or f.option in local or mirror or is_done(f) or placed_by_hand(f)):
             raise ManualDownloadRequired(spec.instructions.replace("ROOT", str(root)))
 
     ds_dir.mkdir(parents=True, exist_ok=True)
-    for f in spec.files:
-        if is_done(f):
+    for f in (f for f in spec.files if not is_done(f)):
+        if f.option in local:  # given by hand: only read, its checksum not recorded
+            _unpack(local[f.option], f, ds_dir)
             continue
-        actual = None  # the sha256 of a download (a local images archive is not recorded)
-        if f.url is None and images_archive is not None:
-            archive = Path(images_archive)
-        elif f.url is None and mirror is None:
+        if not (f.urls or mirror):
             continue  # placed by hand (checked above)
-        else:
-            url = f"{mirror.rstrip('/')}/{f.filename}" if mirror else f.url
-            archive = downloads / f.filename
-            actual = _download(url, archive, f.sha256 or sums.get(f.filename), progress)
-        _unpack(archive, f, ds_dir)
-        if actual is not None and sums.get(f.filename) != actual:  # extracted: now trusted
+        urls = [f"{mirror.rstrip('/')}/{f.filename}"] if mirror else f.urls
+        md5 = None if mirror else f.md5  # published for the registry's URLs, not a mirror's
+        actual, failures = _obtain(f, urls, root / "downloads" / f.filename, ds_dir,
+                                   f.sha256 or sums.get(f.filename), md5, progress)
+        if not actual:
+            raise _no_source_left(f, root, name, failures) from failures[-1][1]
+        if sums.get(f.filename) != actual:  # extracted: now trusted
             sums[f.filename] = actual
             _save_checksums(sums_path, sums)
     return ds_dir
@@ -520,11 +652,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="base URL replacing the official ones (MIRROR/<archive name>)")
     parser.add_argument("--images-archive", default=None,
                         help="local archive of the images (needed for flickr30k)")
+    parser.add_argument("--captions-zip", default=None,
+                        help="local caption_datasets.zip (Karpathy's splits), e.g. when offline")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
         path = prepare_dataset(args.dataset, args.root, mirror=args.mirror,
-                               images_archive=args.images_archive, progress=not args.no_progress)
+                               images_archive=args.images_archive, captions_zip=args.captions_zip,
+                               progress=not args.no_progress)
     except ManualDownloadRequired as e:  # not a mistake: the steps to take, over several lines
         print(str(e), file=sys.stderr)
         return 2
