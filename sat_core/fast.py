@@ -31,7 +31,9 @@ they measured (2-core EPYC, 2 torch threads unless said otherwise):
    160 x 196 x 512 block (32 images x 5 beams) is 64 MB: glibc serves an allocation that large
    with a fresh mmap every step, and touching its pages for the first time costs more than the
    arithmetic (40 ms for one such add, 8 ms into a reused buffer). Blocks of a few MB are
-   recycled by malloc, so the rows go in chunks of at most 8 MB.
+   recycled by malloc, so the rows go in chunks of at most 8 MB, whole images at a time: an
+   image's a_proj (L, A) is read once and broadcast against its k beams' U_a h (k, 1, A), never
+   copied per beam.
 4. **deferred weight gradients** (:func:`stepwise`, :class:`_StepwiseLinear`). Plain autograd
    computes dL/dW = g_t^T x_t at each of the T steps of the loop (thin, memory-bound matmuls)
    and adds each into W.grad. Here each step's backward returns only dL/dx_t and records g_t;
