@@ -399,8 +399,7 @@ def beam_search(
         return []
     history: list[_Step] = []
     with _eval_mode(decoder):
-        # a_i and W_a a_i once per image (B, L, ...), shared by its k beams, never copied per beam
-        ann = decoder.precompute(a)
+        ann = decoder.precompute(a)  # a_i, W_a a_i once per image (B, L, ...), shared by its beams
         state = _rows(decoder.init_state(a), batch, lambda x: x.repeat_interleave(k, dim=0))
         y = torch.full((batch * k,), start_id, dtype=torch.long, device=device)
         dtype = torch.promote_types(a.dtype, torch.float32)  # scores in at least float32
