@@ -67,17 +67,20 @@ class SoftAttention(nn.Module):
     def scores(
         self, a_proj: Tensor, h: Tensor, U_a: Callable[[Tensor], Tensor] | None = None
     ) -> Tensor:
-        """Eq. (4): e_ti = w_att^T tanh(a_proj_i + U_a h_{t-1}) + c, shape (B, L).
+        """Eq. (4): e_ti = w_att^T tanh(a_proj_i + U_a h_{t-1}) + c, shape (B*k, L).
 
+        ``h`` holds k >= 1 consecutive rows per image, (B*k, n): k = 1, or the k beams of beam
+        search, which all look at their image's one a_proj (B, L, A), never copied per beam.
         ``U_a`` replaces the layer ``self.U_a`` by a map computing the same product (teacher
         forcing passes the one :func:`sat_core.fast.stepwise` returns). The speed seam: where
         :func:`sat_core.fast.applies` (on the CPU), :func:`sat_core.fast.attention_scores`
         computes the same e in fewer passes over memory.
         """
-        u = (self.U_a if U_a is None else U_a)(h).unsqueeze(1)
+        B, L, A = a_proj.shape
+        u = (self.U_a if U_a is None else U_a)(h).view(B, -1, 1, A)  # (B, k, 1, A)
         if fast.applies(a_proj, u):
             return fast.attention_scores(a_proj, u, self.w_att)
-        return self.w_att(torch.tanh(a_proj + u)).squeeze(-1)
+        return self.w_att(torch.tanh(a_proj.unsqueeze(1) + u)).view(-1, L)
 
     def forward(self, a: Tensor, h: Tensor, a_proj: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Eq. (4), (5) and (13) in one call: returns (sum_i alpha_i a_i (B, D), alpha (B, L)).
@@ -113,8 +116,12 @@ def attention_weights(e: Tensor) -> Tensor:
 
 
 def expected_context(alpha: Tensor, a: Tensor) -> Tensor:
-    """Eq. (13): sum_i alpha_i a_i, i.e. E_{p(s|a)}[a_s]. alpha (B, L), a (B, L, D) -> (B, D)."""
-    return torch.bmm(alpha.to(a.dtype).unsqueeze(1), a).squeeze(1)
+    """Eq. (13): sum_i alpha_i a_i, i.e. E_{p(s|a)}[a_s]. alpha (B*k, L), a (B, L, D) -> (B*k, D).
+
+    k >= 1 consecutive rows of alpha per image (k > 1: beam search's beams share their image's a).
+    """
+    B, L, D = a.shape
+    return torch.bmm(alpha.to(a.dtype).view(B, -1, L), a).view(-1, D)
 
 
 def sample_locations(alpha: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -133,9 +140,12 @@ def argmax_locations(alpha: Tensor) -> Tensor:
 
 
 def select_context(a: Tensor, s: Tensor) -> Tensor:
-    """Hard context z_hat = a_{s}: the annotation vector at location s. a (B, L, D), s (B,)."""
-    index = s.view(-1, 1, 1).expand(-1, 1, a.shape[-1])
-    return a.gather(1, index).squeeze(1)
+    """Hard context z_hat = a_{s}: the annotation vector at location s. a (B, L, D), s (B*k,).
+
+    k >= 1 consecutive rows of s per image (k > 1: beam search's beams share their image's a).
+    """
+    image = torch.arange(s.shape[0], device=s.device) * a.shape[0] // max(s.shape[0], 1)
+    return a[image, s]  # row r belongs to image r // k
 
 
 def location_log_prob(e: Tensor, s: Tensor) -> Tensor:

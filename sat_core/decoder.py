@@ -100,7 +100,7 @@ class Annotations(NamedTuple):
     a_proj: Tensor  # (B, L, attn_dim) = W_a a + b
 
     def select(self, index: Tensor) -> Annotations:
-        """Rows ``index`` (e.g. to follow beams in beam search)."""
+        """Rows ``index`` (e.g. the images beam search is still decoding)."""
         return Annotations(self.a.index_select(0, index), self.a_proj.index_select(0, index))
 
 
@@ -267,7 +267,10 @@ class AttentionDecoder(nn.Module):
         s: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> StepOutput:
-        """One decoding step, Eq. (1)-(7), from the previous words y_prev (B,) long.
+        """One decoding step, Eq. (1)-(7), from the previous words y_prev (B*k,) long.
+
+        ``y_prev`` and ``state`` hold k >= 1 consecutive rows per image of ``ann`` (k > 1: beam
+        search's beams, which share their image's annotation vectors).
 
         ``s`` (B,) long is required for ``mode="hard-forced"`` and forbidden otherwise.
         """

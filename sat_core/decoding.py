@@ -386,7 +386,8 @@ def beam_search(
             ``beam_size`` exist).
         suppress_ids: word ids never emitted (besides ``<start>``, which never is).
 
-    Slot j of image b lives in row ``b * k + j`` of every ``(B*k, ...)`` tensor. A slot that is
+    Slot j of image b lives in row ``b * k + j`` of every ``(B*k, ...)`` tensor; the annotation
+    vectors stay ``(B, L, D)``, one copy per image that its k beams share. A slot that is
     finished, or was never filled, carries score -inf, so its candidates are never chosen. An image
     whose k places are all finished is done; once a quarter of the images in the batch are done,
     their rows are dropped from every tensor (``active`` lists the images still searching).
@@ -398,8 +399,7 @@ def beam_search(
         return []
     history: list[_Step] = []
     with _eval_mode(decoder):
-        # a_i and W_a a_i once per image, repeated for its k beams: (B*k, L, ...)
-        ann = _rows(decoder.precompute(a), batch, lambda x: x.repeat_interleave(k, dim=0))
+        ann = decoder.precompute(a)  # a_i, W_a a_i once per image (B, L, ...), shared by its beams
         state = _rows(decoder.init_state(a), batch, lambda x: x.repeat_interleave(k, dim=0))
         y = torch.full((batch * k,), start_id, dtype=torch.long, device=device)
         dtype = torch.promote_types(a.dtype, torch.float32)  # scores in at least float32
@@ -441,7 +441,7 @@ def beam_search(
             if n_left <= 0.75 * n:  # drop the rows of the images that are done
                 keep = searching.nonzero().squeeze(1)
                 rows = (keep[:, None] * k + rank).view(-1)
-                ann = _rows(ann, n * k, lambda x, i=rows: x[i])
+                ann = _rows(ann, n, lambda x, i=keep: x[i])
                 state = _rows(state, n * k, lambda x, i=rows: x[i])
                 y, scores, capacity = y[rows], scores[keep], capacity[keep]
                 active = active[keep]

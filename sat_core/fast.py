@@ -31,7 +31,9 @@ they measured (2-core EPYC, 2 torch threads unless said otherwise):
    160 x 196 x 512 block (32 images x 5 beams) is 64 MB: glibc serves an allocation that large
    with a fresh mmap every step, and touching its pages for the first time costs more than the
    arithmetic (40 ms for one such add, 8 ms into a reused buffer). Blocks of a few MB are
-   recycled by malloc, so the rows go in chunks of at most 8 MB.
+   recycled by malloc, so the rows go in chunks of at most 8 MB, whole images at a time: an
+   image's a_proj (L, A) is read once and broadcast against its k beams' U_a h (k, 1, A), never
+   copied per beam.
 4. **deferred weight gradients** (:func:`stepwise`, :class:`_StepwiseLinear`). Plain autograd
    computes dL/dW = g_t^T x_t at each of the T steps of the loop (thin, memory-bound matmuls)
    and adds each into W.grad. Here each step's backward returns only dL/dx_t and records g_t;
@@ -63,14 +65,18 @@ def applies(a_proj: Tensor, u: Tensor) -> bool:
 
 
 def attention_scores(a_proj: Tensor, u: Tensor, w_att: nn.Linear) -> Tensor:
-    """Eq. (4), e = w_att^T tanh(a_proj + u) + c, (B, L, A) + (B, 1, A) -> (B, L), fast on the CPU.
+    """Eq. (4), e = w_att^T tanh(a_proj + u) + c, (B, L, A) + (B, k, 1, A) -> (B*k, L), fast on
+    the CPU (k rows of u per image: 1, or beam search's beams, which share their image's a_proj).
 
     With autograd (training): :class:`_CpuScores`; without (decoding): :func:`_chunked_scores`.
     Call it only where :func:`applies` holds.
     """
     if not torch.is_grad_enabled():
         return _chunked_scores(a_proj, u, w_att)
-    return _CpuScores.apply(a_proj, u, w_att.weight, w_att.bias)
+    B, k, _, A = u.shape
+    if k > 1:  # never in training; the per-beam copy autograd would need anyway
+        a_proj = a_proj.unsqueeze(1).expand(B, k, *a_proj.shape[1:]).reshape(B * k, -1, A)
+    return _CpuScores.apply(a_proj, u.view(B * k, 1, A), w_att.weight, w_att.bias)
 
 
 def stepwise(linear: nn.Linear) -> Callable[[Tensor], Tensor]:
@@ -156,15 +162,18 @@ CHUNK_BYTES = 8 * 2**20  # the largest pre-activation block _chunked_scores allo
 
 def _chunked_scores(a_proj: Tensor, u: Tensor, w_att: nn.Linear) -> Tensor:
     """Eq. (4) for decoding on the CPU (no autograd): the sigmoid form of :class:`_CpuScores`,
-    rows in chunks of at most :data:`CHUNK_BYTES` (tricks 1-3). No approximation."""
+    images in chunks of at most :data:`CHUNK_BYTES` of pre-activations (tricks 1-3), each image's
+    a_proj read once for its k beams. a_proj (B, L, A), u (B, k, 1, A) -> (B*k, L). No
+    approximation."""
     B, L, A = a_proj.shape
-    rows = max(1, CHUNK_BYTES // max(1, L * A * a_proj.element_size()))
+    k = u.shape[1]
+    images = max(1, CHUNK_BYTES // max(1, k * L * A * a_proj.element_size()))
     w = w_att.weight.reshape(A)
-    e = torch.empty(B, L, dtype=a_proj.dtype, device=a_proj.device)
-    u2 = (u * 2).expand(B, *u.shape[1:])
-    for i in range(0, B, rows):
-        x = torch.add(u2[i:i + rows], a_proj[i:i + rows], alpha=2).sigmoid_()
-        _dot_rows(x, w, out=e[i:i + rows])
+    e = torch.empty(B * k, L, dtype=a_proj.dtype, device=a_proj.device)
+    u2 = u * 2
+    for i in range(0, B, images):
+        x = torch.add(u2[i:i + images], a_proj[i:i + images].unsqueeze(1), alpha=2).sigmoid_()
+        _dot_rows(x.view(-1, L, A), w, out=e[i * k:(i + images) * k])
     return e.mul_(2).add_(w_att.bias - w.sum())
 
 

@@ -84,6 +84,33 @@ def test_decoding_scores_equal_the_formula_in_every_chunk(att, inputs, monkeypat
     assert calls == []
 
 
+@pytest.mark.parametrize("path", ["fast, no grad", "fast, autograd", "plain"])
+@pytest.mark.parametrize("chunk_images", [1, 2, 100])
+def test_k_rows_of_h_per_image_equal_the_image_repeated(att, inputs, monkeypatch, path,
+                                                        chunk_images):
+    """Beam search: k rows of h per image share the image's (a, a_proj); the scores, contexts
+    and selected vectors equal those of the image repeated k times (every path of Eq. (4))."""
+    import sat_core.fast as fast
+
+    a, _ = inputs
+    k = 4
+    h = torch.randn(B * k, N_HID, generator=torch.Generator().manual_seed(7), dtype=a.dtype)
+    a_rep = a.repeat_interleave(k, dim=0)  # (B*k, L, D): what the beams must not need
+    monkeypatch.setattr(fast, "CHUNK_BYTES", chunk_images * k * L * A * 8)
+    if path == "plain":
+        monkeypatch.setattr(fast, "applies", lambda *args: False)
+    with torch.set_grad_enabled(path == "fast, autograd"):
+        e = att.scores(att.project(a), h)
+        e_rep = att.scores(att.project(a_rep), h)
+    assert e.shape == (B * k, L)
+    torch.testing.assert_close(e, e_rep, rtol=1e-12, atol=1e-12)
+    alpha = attention_weights(e)
+    torch.testing.assert_close(expected_context(alpha, a), expected_context(alpha, a_rep))
+    s = torch.arange(B * k) % L
+    torch.testing.assert_close(select_context(a, s), select_context(a_rep, s))
+    torch.testing.assert_close(select_context(a, s), a[torch.arange(B * k) // k, s])
+
+
 def test_gradcheck_attention_wrt_a_and_h(att, inputs):
     a, h = (x.clone().requires_grad_() for x in inputs)
     assert torch.autograd.gradcheck(lambda a_, h_: att(a_, h_), (a, h))
