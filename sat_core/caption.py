@@ -186,7 +186,7 @@ def _device(name: str) -> torch.device:
     return pick_device(name)  # an unknown name, or CUDA absent: a DeviceError (one line)
 
 
-@command(ImageLoadError, CheckpointError, FileNotFoundError)
+@command(ImageLoadError, CheckpointError, OSError)
 def main(argv: list[str] | None = None) -> int:
     """``python -m sat_core.caption``; a bad image, checkpoint or option is one line, status 2."""
     args = _parse_args(argv)

@@ -14,6 +14,7 @@ environment variable ``SAT_DEBUG=1`` to get the full traceback instead.
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import os
 import sys
@@ -35,10 +36,22 @@ def debug_enabled() -> bool:
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
+# What to do about the operating system's errors a user can fix (errno -> advice).
+OS_ADVICE = {
+    errno.ENOSPC: "free some disk space (or pick a folder on another disk) and run the command "
+                  "again; a training run resumes from its last checkpoint with --resume",
+    errno.EDQUOT: "free some of your disk quota and run the command again",
+    errno.EACCES: "check the folder's permissions, or choose a folder you can write to",
+    errno.EROFS: "the disk is read-only: choose a folder on a writable disk",
+}
+
+
 def error_line(err: BaseException | str) -> str:
-    """``error: <message>`` on one line (line breaks and runs of spaces become one space)."""
+    """``error: <message>`` on one line (line breaks and runs of spaces become one space); an
+    :class:`OSError` a user can fix (a full disk, no permission) gets what to do about it."""
     text = " ".join(str(err).split()) or type(err).__name__
-    return f"error: {text}"
+    advice = OS_ADVICE.get(getattr(err, "errno", None)) if isinstance(err, OSError) else None
+    return f"error: {text} — {advice}" if advice else f"error: {text}"
 
 
 def report(err: BaseException | str) -> int:

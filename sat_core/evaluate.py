@@ -324,7 +324,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-@command(CheckpointError, FileNotFoundError, ImageLoadError, ValueError)
+@command(CheckpointError, ImageLoadError, ValueError, OSError)
 def main(argv: list[str] | None = None) -> int:
     """``python -m sat_core.evaluate``; a bad option, checkpoint, dataset or ``--out`` is one
     ``error:`` line and exit status 2, before any decoding."""

@@ -1053,8 +1053,8 @@ def _resume_command(result: TrainResult) -> str:
     return f"python -m sat_core.train --resume {result.last_path}"
 
 
-@command(ConfigError, CheckpointError, NonFiniteLossError, FileNotFoundError, KarpathyFormatError,
-         ImageLoadError, FeatureCacheError, PretrainedWeightsUnavailable)
+@command(ConfigError, CheckpointError, NonFiniteLossError, KarpathyFormatError, ImageLoadError,
+         FeatureCacheError, PretrainedWeightsUnavailable, OSError)
 def main(argv: list[str] | None = None) -> int:
     """``python -m sat_core.train``: a bad option, checkpoint or out-dir is one ``error:`` line
     and exit status 2 (SAT_DEBUG=1 shows the traceback); Ctrl-C saves ``last.pt``, prints the

@@ -1066,3 +1066,26 @@ def test_resumed_schedules_take_the_new_rate_and_decay(schedule):
         assert (sched2.factor, sched2.patience) == (0.2, 7)
     assert group["initial_lr"] == 0.003 and group["weight_decay"] == 0.1
     assert optim.baseline.momentum == 0.5
+
+
+@pytest.mark.parametrize("code, advice", [
+    (28, "free some disk space"),  # ENOSPC: a full disk while saving a checkpoint
+    (13, "permissions"),  # EACCES
+])
+def test_a_full_disk_or_no_permission_is_one_line_with_what_to_do(code, advice, tmp_path, capsys,
+                                                                  monkeypatch):
+    import errno
+
+    import sat_core.train as tr
+
+    assert code in (errno.ENOSPC, errno.EACCES)
+    path = tmp_path / "run" / "last.pt"
+
+    def disk_full(*args, **kw):
+        raise OSError(code, os.strerror(code), str(path))
+
+    monkeypatch.setattr(tr, "train", disk_full)
+    assert tr.main(["--out-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and str(path) in err[0]
+    assert os.strerror(code) in err[0] and advice in err[0] and "Traceback" not in err[0]
