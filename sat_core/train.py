@@ -515,8 +515,10 @@ def train(
     """
     run = setup_distributed(cfg)  # an unknown device, or one this machine lacks: DeviceError
     threads = torch.get_num_threads()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    if cfg.num_threads:  # never more than an explicit OMP_NUM_THREADS (a shared machine's limit)
+        limit = os.environ.get("OMP_NUM_THREADS", "")
+        torch.set_num_threads(min(cfg.num_threads, int(limit)) if limit.isdigit() and int(limit)
+                              else cfg.num_threads)
     try:
         with claim_out_dir(cfg.out_dir, main=run.main), _CtrlC() as ctrl_c:
             return _train(cfg, run, resume, stop_after_steps, dump_final_weights, ctrl_c)
