@@ -157,9 +157,14 @@ def build_captioner(cfg: TrainConfig, vocab: Vocabulary,
 
 
 def features_root(cfg: TrainConfig) -> Path:
-    """Where feature caches live: ``cfg.features_dir`` or ``<out_dir>/../features``."""
-    return Path(cfg.features_dir) if cfg.features_dir else Path(cfg.out_dir).resolve().parent / (
-        "features")
+    """Where feature caches live: ``cfg.features_dir`` or ``<out_dir>/../features``.
+
+    ``abspath``, not ``resolve``: the book's stage links ``artifacts`` to the repository's folder,
+    and a resolved path would print as the build machine's absolute path.
+    """
+    if cfg.features_dir:
+        return Path(cfg.features_dir)
+    return Path(os.path.abspath(cfg.out_dir)).parent / "features"
 
 
 def feature_cache_key(cfg: TrainConfig, encoder: nn.Module) -> str:

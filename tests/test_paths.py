@@ -42,3 +42,22 @@ def test_scratch_dir_is_fresh_each_time_and_stays_relative(tmp_path, monkeypatch
 def test_scratch_dir_refuses_anything_but_one_folder_name(tmp_path, name):
     with pytest.raises(ValueError, match="one folder name"):
         scratch_dir(tmp_path, name)
+
+
+def test_feature_caches_print_relative_from_the_books_linked_stage(tmp_path, monkeypatch):
+    """The book runs chapters in ``_build/stage/notebooks`` with ``_build/stage/artifacts`` a link
+    to the repository's ``artifacts``: the feature folder a chapter prints must stay
+    ``../artifacts/features``, not the build machine's absolute path (resolving the link did)."""
+    from sat_core.config import TrainConfig
+    from sat_core.train import features_root
+
+    repo = tmp_path / "repo"
+    (repo / "artifacts").mkdir(parents=True)
+    stage = repo / "_build" / "stage"
+    (stage / "notebooks").mkdir(parents=True)
+    (stage / "artifacts").symlink_to(repo / "artifacts", target_is_directory=True)
+    monkeypatch.chdir(stage / "notebooks")
+    cfg = TrainConfig(out_dir="../artifacts/soft")
+    assert shown_path(features_root(cfg) / "key" / "train") == str(
+        Path("../artifacts/features/key/train"))
+    assert features_root(cfg).resolve() == (repo / "artifacts" / "features").resolve()
