@@ -1,0 +1,111 @@
+"""Chapters keep their artifacts on Google Drive on Colab (keep_on_drive), and only there."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from sat_core.colab import DriveUnavailable, artifacts_home, drive_mounted, on_colab
+
+
+def fake_mount(root: Path):
+    """A stand-in for Colab's drive.mount that creates MyDrive and records the call."""
+    calls = []
+
+    def mount(where: Path) -> None:
+        calls.append(Path(where))
+        (Path(where) / "MyDrive").mkdir(parents=True)
+
+    mount.calls = calls
+    return mount
+
+
+def test_off_colab_the_path_is_unchanged(tmp_path, capsys):
+    (tmp_path / "MyDrive").mkdir()  # even a mounted-looking folder is ignored off Colab
+    for choice in ("auto", "no", False):
+        assert artifacts_home("../artifacts", choice, colab=False, mount_root=tmp_path) == \
+            "../artifacts"
+    assert artifacts_home(Path("../artifacts"), colab=False, mount_root=tmp_path) == "../artifacts"
+    assert capsys.readouterr().out == ""
+    assert not (tmp_path / "MyDrive" / "show-attend-tell").exists()
+
+
+def test_colab_with_drive_mounted_uses_the_drive_folder(tmp_path, capsys):
+    (tmp_path / "MyDrive").mkdir()
+    for choice in ("auto", "yes", True):
+        home = artifacts_home("../artifacts", choice, colab=True, mount_root=tmp_path,
+                              mount=lambda _: pytest.fail("Drive is mounted: no mount call"))
+        assert home == str(tmp_path / "MyDrive" / "show-attend-tell" / "artifacts")
+        assert Path(home).is_dir()
+    assert "artifacts on Google Drive" in capsys.readouterr().out
+
+
+def test_colab_without_drive_auto_stays_local_and_says_how_to_keep(tmp_path, capsys):
+    mount = fake_mount(tmp_path)
+    assert artifacts_home("../artifacts", "auto", colab=True, mount_root=tmp_path,
+                          mount=mount) == "../artifacts"
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and 'keep_on_drive = "yes"' in out and "../artifacts" in out
+    assert mount.calls == [] and not (tmp_path / "MyDrive").exists()  # auto never mounts
+
+
+def test_colab_yes_mounts_drive_when_needed(tmp_path):
+    mount = fake_mount(tmp_path)
+    home = artifacts_home("../artifacts", "yes", colab=True, mount_root=tmp_path, mount=mount)
+    assert mount.calls == [tmp_path]
+    assert Path(home) == tmp_path / "MyDrive" / "show-attend-tell" / "artifacts"
+    assert Path(home).is_dir() and drive_mounted(tmp_path)
+
+
+def test_colab_yes_and_a_failing_mount_is_one_clear_error(tmp_path):
+    def refuse(where: Path) -> None:
+        raise ValueError("mount failed: the user declined")
+
+    with pytest.raises(DriveUnavailable) as info:
+        artifacts_home("../artifacts", "yes", colab=True, mount_root=tmp_path, mount=refuse)
+    message = str(info.value)
+    assert "\n" not in message and "declined" in message
+    assert "drive.mount('/content/drive')" in message and 'keep_on_drive = "no"' in message
+
+    with pytest.raises(DriveUnavailable, match="MyDrive is missing"):  # "mounted", nothing there
+        artifacts_home("../artifacts", "yes", colab=True, mount_root=tmp_path, mount=lambda _: None)
+
+
+def test_yes_off_colab_and_bad_values_are_refused(tmp_path):
+    with pytest.raises(DriveUnavailable, match='needs Google Colab.*keep_on_drive = "no"'):
+        artifacts_home("../artifacts", "yes", colab=False, mount_root=tmp_path)
+    with pytest.raises(ValueError, match='"auto", "yes" or "no"'):
+        artifacts_home("../artifacts", "drive", colab=True, mount_root=tmp_path)
+
+
+def test_no_keeps_the_local_path_even_on_colab_with_drive(tmp_path, capsys):
+    (tmp_path / "MyDrive").mkdir()
+    assert artifacts_home("../artifacts", "no", colab=True, mount_root=tmp_path) == "../artifacts"
+    assert not (tmp_path / "MyDrive" / "show-attend-tell").exists()
+    assert capsys.readouterr().out == ""
+
+
+def test_colab_is_detected_from_its_module(monkeypatch, tmp_path):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    assert not on_colab()
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    assert on_colab()
+    (tmp_path / "MyDrive").mkdir()  # detection by default, the mount root injected
+    assert artifacts_home("a", mount_root=tmp_path) == str(
+        tmp_path / "MyDrive" / "show-attend-tell" / "artifacts")
+
+
+def test_the_default_mount_uses_colabs_drive_module(monkeypatch, tmp_path):
+    calls = []
+    drive = types.SimpleNamespace(mount=lambda where: calls.append(where) or
+                                  (Path(where) / "MyDrive").mkdir())
+    colab = types.ModuleType("google.colab")
+    colab.drive = drive
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    sys.modules["google"].colab = colab
+    home = artifacts_home("a", "yes", mount_root=tmp_path)
+    assert calls == [str(tmp_path)] and Path(home).is_dir()
