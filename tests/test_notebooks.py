@@ -101,6 +101,33 @@ def test_parameters_cell(path):
     )
 
 
+def keeps_artifacts(path: Path) -> bool:
+    """Whether a chapter's artifacts outlive it (checkpoints, feature caches): it uses
+    ``artifacts_dir`` for more than ``scratch_dir(artifacts_dir, ...)``, emptied on every run."""
+    cells = [c for c in code_cells(read(path)) if "parameters" not in c.metadata.get("tags", [])]
+    uses = [ln for c in cells for ln in c.source.splitlines()
+            if "artifacts_dir" in ln and not ln.lstrip().startswith("#")]
+    return any("scratch_dir(artifacts_dir" not in ln and "artifacts_home(" not in ln
+               for ln in uses)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_kept_artifacts_can_live_on_google_drive(path):
+    """Chapters whose artifacts outlive them resolve ``artifacts_dir`` with ``artifacts_home``
+    (Google Drive on Colab, unchanged elsewhere) before anything else uses it."""
+    if not keeps_artifacts(path):
+        assert "keep_on_drive" not in parameters_of(path), f"{path.name}: nothing to keep"
+        return
+    assert parameters_of(path).get("keep_on_drive") == "auto", (
+        f'{path.name}: its artifacts outlive it; add keep_on_drive = "auto" to the parameters')
+    lines = [ln for c in code_cells(read(path)) if "parameters" not in c.metadata.get("tags", [])
+             for ln in c.source.splitlines() if "artifacts_dir" in ln]
+    assert lines and lines[0] == (
+        "artifacts_dir = artifacts_home(artifacts_dir, keep_on_drive)  # on Colab: Google Drive?"
+    ), f"{path.name}: resolve artifacts_dir with artifacts_home before using it"
+    assert sum("artifacts_home(" in ln for ln in lines) == 1
+
+
 # --------------------------------------------------------------------------- (c) Colab
 
 
