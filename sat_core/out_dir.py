@@ -101,7 +101,8 @@ def acquire_lock(folder: Path) -> Path:
         if host not in (None, socket.gethostname()):
             raise OutDirError(f"--out-dir {folder} is locked by process {pid} on {host} — wait "
                               f"for that run, pick another --out-dir, or delete {lock} if it no "
-                              "longer runs")
+                              "longer runs (a Colab runtime that disconnected is gone: delete "
+                              "it, then resume)")
         if isinstance(pid, int) and pid_alive(pid):
             raise OutDirError(f"--out-dir {folder} is in use by training process {pid} (since "
                               f"{info.get('started', '?')}) — wait for it to finish or pick "

@@ -109,3 +109,23 @@ def test_the_default_mount_uses_colabs_drive_module(monkeypatch, tmp_path):
     sys.modules["google"].colab = colab
     home = artifacts_home("a", "yes", mount_root=tmp_path)
     assert calls == [str(tmp_path)] and Path(home).is_dir()
+
+
+def test_a_lock_left_on_drive_by_a_lost_runtime_says_how_to_resume(tmp_path):
+    """After a disconnect, the run folder on Drive holds the old runtime's lock (another host):
+    the new runtime cannot know it is gone, so it stops and says what to do."""
+    import json
+
+    from sat_core.out_dir import OutDirError, claim_out_dir
+
+    run = tmp_path / "MyDrive" / "show-attend-tell" / "artifacts" / "ch10-flickr8k-soft"
+    run.mkdir(parents=True)
+    (run / ".lock").write_text(json.dumps({"pid": 1234, "host": "old-colab-runtime"}))
+    with pytest.raises(OutDirError) as info, claim_out_dir(run):
+        pass
+    message = str(info.value)
+    assert "old-colab-runtime" in message and f"delete {run / '.lock'}" in message
+    assert "Colab runtime that disconnected" in message
+    (run / ".lock").unlink()  # what the message asks for: then the folder can be claimed
+    with claim_out_dir(run):
+        assert json.loads((run / ".lock").read_text())["host"] != "old-colab-runtime"
