@@ -4,7 +4,10 @@
 data: the folder must be a folder (not a file) and writable; a lock file ``.lock`` holding the
 process id keeps a second run out while the first one runs (two runs would interleave
 ``steps.csv`` and overwrite each other's checkpoints); a lock left by a process that no longer
-runs (killed, machine rebooted) is taken over with a message; the temporary files of a save that
+runs (killed, machine rebooted) is taken over with a message. A run refreshes its lock's
+modification time every :data:`HEARTBEAT_S` seconds, so the lock of another machine (a Colab runtime
+that disconnected, its run folder on Google Drive) is known to be abandoned once it is older than
+:data:`STALE_AFTER_S`, and is taken over too. The temporary files of a save that
 was interrupted (``.last.pt.*.tmp``, ``.log.json.tmp``, ...) are removed. On the way out the lock
 is released, and a folder the run created but never wrote to is removed again.
 """
@@ -13,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +28,8 @@ from pathlib import Path
 from sat_core.errors import UserError
 
 LOCK_NAME = ".lock"
+HEARTBEAT_S = 60.0  # a running run touches its lock this often
+STALE_AFTER_S = 300.0  # another machine's lock untouched this long: its run is gone
 # What a run writes atomically (a temporary ``.<name>.tmp`` or ``.<name>.<random>.tmp`` beside
 # it, then a rename): only these temporary files are a run's own to clean up.
 RUN_FILES = ("last.pt", "best.pt", "log.csv", "log.json", "run.json", "test_scores.json")
@@ -99,10 +106,18 @@ def acquire_lock(folder: Path) -> Path:
         info = _read_lock(lock)
         pid, host = info.get("pid"), info.get("host")
         if host not in (None, socket.gethostname()):
-            raise OutDirError(f"--out-dir {folder} is locked by process {pid} on {host} — wait "
-                              f"for that run, pick another --out-dir, or delete {lock} if it no "
-                              "longer runs (a Colab runtime that disconnected is gone: delete "
-                              "it, then resume)")
+            idle = _lock_age(lock)
+            if idle < STALE_AFTER_S:
+                wait = max(1, math.ceil((STALE_AFTER_S - idle) / 60))
+                raise OutDirError(
+                    f"--out-dir {folder} is locked by process {pid} on {host}, which touched "
+                    f"it {idle:.0f} s ago — wait for that run or pick another --out-dir; if it "
+                    f"no longer runs (a Colab runtime that disconnected), run again in {wait} "
+                    f"min, when its lock is stale, or delete {lock} now")
+            print(f"taking over the lock {lock} of process {pid} on {host}: untouched for "
+                  f"{idle / 60:.0f} min, that run is gone", file=sys.stderr)
+            lock.unlink(missing_ok=True)
+            continue
         if isinstance(pid, int) and pid_alive(pid):
             raise OutDirError(f"--out-dir {folder} is in use by training process {pid} (since "
                               f"{info.get('started', '?')}) — wait for it to finish or pick "
@@ -112,6 +127,34 @@ def acquire_lock(folder: Path) -> Path:
         lock.unlink(missing_ok=True)
     raise OutDirError(f"--out-dir {folder}: could not take its lock {lock} — another run keeps "
                       "taking it; pick another --out-dir")
+
+
+def _lock_age(lock: Path) -> float:
+    """Seconds since ``lock`` was last touched (0 if it just vanished)."""
+    try:
+        return max(0.0, time.time() - lock.stat().st_mtime)
+    except OSError:
+        return 0.0
+
+
+@contextlib.contextmanager
+def heartbeat(lock: Path, every: float = HEARTBEAT_S) -> Iterator[None]:
+    """Touch ``lock`` every ``every`` seconds (a daemon thread) while the block runs, so other
+    machines can tell a live run's lock from an abandoned one."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            with contextlib.suppress(OSError):
+                os.utime(lock)
+
+    thread = threading.Thread(target=beat, name="out-dir-lock-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def release_lock(lock: Path) -> None:
@@ -147,7 +190,8 @@ def claim_out_dir(folder: str | os.PathLike, *, main: bool = True) -> Iterator[P
         if gone:
             print(f"removed {len(gone)} temporary file(s) of an interrupted save in {path}: "
                   + ", ".join(p.name for p in gone), file=sys.stderr)
-        yield path
+        with heartbeat(lock):
+            yield path
     finally:
         release_lock(lock)
         for folder in created:  # what this call created, if nothing was written there
@@ -157,6 +201,7 @@ def claim_out_dir(folder: str | os.PathLike, *, main: bool = True) -> Iterator[P
 
 
 __all__ = [
-    "LOCK_NAME", "RUN_FILES", "OutDirError", "acquire_lock", "check_writable_dir", "claim_out_dir",
-    "pid_alive", "release_lock", "remove_stale_temp_files",
+    "HEARTBEAT_S", "LOCK_NAME", "RUN_FILES", "STALE_AFTER_S", "OutDirError", "acquire_lock",
+    "check_writable_dir", "claim_out_dir", "heartbeat", "pid_alive", "release_lock",
+    "remove_stale_temp_files",
 ]

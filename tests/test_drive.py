@@ -111,21 +111,49 @@ def test_the_default_mount_uses_colabs_drive_module(monkeypatch, tmp_path):
     assert calls == [str(tmp_path)] and Path(home).is_dir()
 
 
-def test_a_lock_left_on_drive_by_a_lost_runtime_says_how_to_resume(tmp_path):
-    """After a disconnect, the run folder on Drive holds the old runtime's lock (another host):
-    the new runtime cannot know it is gone, so it stops and says what to do."""
+def test_a_lock_left_on_drive_by_a_lost_runtime_goes_stale_and_is_taken_over(tmp_path, capsys):
+    """After a disconnect, the run folder on Drive holds the old runtime's lock (another host).
+    While that lock is fresh the new runtime stops and says when it may resume; once nobody has
+    touched it for STALE_AFTER_S (a live run touches it every HEARTBEAT_S), it is taken over."""
     import json
+    import os
+    import time
 
-    from sat_core.out_dir import OutDirError, claim_out_dir
+    from sat_core.out_dir import HEARTBEAT_S, STALE_AFTER_S, OutDirError, claim_out_dir
 
+    assert HEARTBEAT_S * 3 <= STALE_AFTER_S  # a live run misses several beats before it looks gone
     run = tmp_path / "MyDrive" / "show-attend-tell" / "artifacts" / "ch10-flickr8k-soft"
     run.mkdir(parents=True)
-    (run / ".lock").write_text(json.dumps({"pid": 1234, "host": "old-colab-runtime"}))
+    lock = run / ".lock"
+    lock.write_text(json.dumps({"pid": 1234, "host": "old-colab-runtime"}))
     with pytest.raises(OutDirError) as info, claim_out_dir(run):
         pass
     message = str(info.value)
-    assert "old-colab-runtime" in message and f"delete {run / '.lock'}" in message
-    assert "Colab runtime that disconnected" in message
-    (run / ".lock").unlink()  # what the message asks for: then the folder can be claimed
+    assert "old-colab-runtime" in message and f"delete {lock}" in message
+    assert "Colab runtime that disconnected" in message and "run again in 5 min" in message
+    # the same lock, last touched just over STALE_AFTER_S ago: the old runtime is gone
+    old = time.time() - STALE_AFTER_S - 5
+    os.utime(lock, (old, old))
     with claim_out_dir(run):
-        assert json.loads((run / ".lock").read_text())["host"] != "old-colab-runtime"
+        assert json.loads(lock.read_text())["host"] != "old-colab-runtime"
+    assert "taking over the lock" in capsys.readouterr().err
+
+
+def test_a_running_claim_keeps_its_lock_fresh(tmp_path):
+    """The heartbeat thread touches the lock while the run holds it, and stops with it."""
+    import os
+    import time
+
+    from sat_core.out_dir import heartbeat
+
+    lock = tmp_path / ".lock"
+    lock.write_text("{}")
+    os.utime(lock, (0, 0))
+    with heartbeat(lock, every=0.02):
+        deadline = time.time() + 5
+        while lock.stat().st_mtime == 0 and time.time() < deadline:
+            time.sleep(0.01)
+        assert lock.stat().st_mtime > time.time() - 60
+    os.utime(lock, (0, 0))
+    time.sleep(0.1)
+    assert lock.stat().st_mtime == 0  # stopped with the block
