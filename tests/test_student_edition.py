@@ -5,6 +5,7 @@ that its Colab buttons open. Nothing here runs jupyter-book (the browser test ch
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 from pathlib import Path
 
@@ -241,3 +242,16 @@ def test_build_student_help_describes_it(capsys):
     with pytest.raises(SystemExit):
         book_main(["build", "--help"])
     assert "--no-student" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_no_other_cell_uses_an_exercise_function(path):
+    """The student pages keep every output but the exercises' own: that is right only while no
+    other cell computes with a function that an exercise cell defines (its output would show
+    what the solution computes)."""
+    nb = nbformat.read(path, as_version=4)
+    solutions = [c for c in nb.cells if "solution" in c.metadata.get("tags", [])]
+    defined = {n for c in solutions for n in re.findall(r"^def (\w+)", c.source, flags=re.M)}
+    users = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c not in solutions
+             and any(re.search(rf"\b{n}\b", c.source) for n in defined)]
+    assert users == [], f"{path.name}: cells {users} use {sorted(defined)}"
