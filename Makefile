@@ -1,6 +1,7 @@
 # Two commands do all the setup on a fresh machine (Python >= 3.10 and git):
 #   make test   -> creates .venv, installs sat_core, runs ruff and the whole test suite
 #   make book   -> same setup, executes every chapter notebook with papermill, builds _build/html
+#                  and the student edition _build/html-student
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
@@ -8,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.sat-installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup test test-fast test-colab lint book book-html browser-test student bench bench-smoke clean
+.PHONY: help setup test test-fast test-colab lint book book-html book-student browser-test student bench bench-smoke clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -37,17 +38,20 @@ test-fast: setup  ## the unit tests only (no notebooks, no slow tests)
 test-colab: setup  ## the Colab install path: wheel + install cell in a fresh venv that has torch, chapter 4 (~2 min)
 	$(BIN)/python -m pytest -m colab tests/test_colab.py $(PYTEST_ARGS)
 
-book: setup  ## execute every notebook (papermill, default parameters) and build _build/html
+book: setup  ## execute every notebook (papermill, default parameters), build _build/html and the student edition _build/html-student
 	$(BIN)/python -m sat_core.book build
 
-book-html: setup  ## rebuild the HTML from the already executed notebooks
+book-html: setup  ## rebuild the HTML (both editions) from the already executed notebooks
 	$(BIN)/python -m sat_core.book build --no-execute
+
+book-student: setup  ## rebuild only the student edition _build/html-student from the executed notebooks
+	$(BIN)/python -m sat_core.book build-student
 
 browser-test: setup  ## open the built site in headless Chromium, check every chapter page
 	$(BIN)/python -m sat_core.book browser-test
 
-student: setup  ## write a copy of the notebooks without solutions to _build/student
-	$(BIN)/python -m sat_core.student notebooks _build/student
+student: setup  ## write the notebooks without solutions to student/notebooks (commit them: the student site's Colab buttons open them)
+	$(BIN)/python -m sat_core.student notebooks student/notebooks
 
 bench: setup  ## run every benchmark (prints figures and one JSON line each)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -11,6 +11,14 @@
 3. run ``jupyter-book build`` on the staged copy (``execute_notebooks: 'off'``: the pages show the
    papermill outputs) with ``-W -n --keep-going``; the site lands in ``_build/html``.
 
+4. build the student edition into ``_build/html-student`` (:func:`build_student`): the executed
+   notebooks of step 2 without solutions (:func:`sat_core.student.student_notebook` with
+   ``keep_outputs``: nothing is executed again), staged in ``_build/stage-student`` with the same
+   ``_config.yml``, ``_toc.yml`` and pages, except that the Colab buttons open the committed
+   student notebooks (``student/notebooks/``, written by ``make student``), the instructor's
+   guide is replaced by a page about the edition and the root page says which edition it is.
+   ``python -m sat_core.book build-student`` builds only this edition from ``_build/stage``.
+
 Checkpoints: chapters read ``artifacts_dir = "../artifacts"`` (relative to ``notebooks/``). The
 stage links ``_build/stage/artifacts`` (and ``data``) to the repository's own folders, so running
 the chapters in order lets chapter 6's checkpoint serve chapters 8-9, in the book as in JupyterLab.
@@ -30,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -293,20 +302,38 @@ def clean_notebook(path: Path) -> bool:
 # --------------------------------------------------------------------------- staging
 
 
+STUDENT = "student"  # the student edition: _build/stage-student -> _build/html-student
+
+
 @dataclass
 class Stage:
-    """The staged copy of the book that papermill and Jupyter Book work in."""
+    """The staged copy of the book that papermill and Jupyter Book work in.
+
+    ``edition`` is "" for the book itself (``_build/stage`` -> ``_build/html``) or
+    :data:`STUDENT` (``_build/stage-student`` -> ``_build/html-student``).
+    """
 
     root: Path  # the repository
     build: Path  # <root>/_build
+    edition: str = ""
+
+    @property
+    def suffix(self) -> str:
+        return f"-{self.edition}" if self.edition else ""
 
     @property
     def dir(self) -> Path:
-        return self.build / "stage"
+        return self.build / f"stage{self.suffix}"
 
     @property
     def html(self) -> Path:
-        return self.build / "html"
+        return self.build / f"html{self.suffix}"
+
+    @property
+    def output(self) -> Path:
+        """``--path-output`` of jupyter-book, which writes ``<output>/_build/html``: the
+        repository for the book (so ``_build/html``), a folder of its own for an edition."""
+        return self.build.parent if not self.edition else self.build / f"jb{self.suffix}"
 
     @property
     def times(self) -> Path:
@@ -385,15 +412,16 @@ def execute_chapters(
 
 
 def jupyter_book_command(stage: Stage, strict: bool = True) -> list[str]:
-    """The ``jupyter-book build`` command line; its HTML lands in ``<build>/html``.
+    """The ``jupyter-book build`` command line; its HTML lands in ``<output>/_build/html``.
 
-    ``--path-output P`` makes Jupyter Book write ``P/_build/html``, so P is ``build``'s parent.
+    ``--path-output P`` makes Jupyter Book write ``P/_build/html``: P is ``build``'s parent for
+    the book, so the site is ``<build>/html`` (see :attr:`Stage.output`).
     """
     if stage.build.name != "_build":
         raise BookError(f"the build folder must be called _build (got {stage.build})")
     exe = Path(sys.executable).parent / "jupyter-book"
     cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(stage.dir)]
-    cmd += ["--path-output", str(stage.build.parent), "--builder", "html", "--all"]
+    cmd += ["--path-output", str(stage.output), "--builder", "html", "--all"]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]
     return cmd
@@ -407,8 +435,11 @@ def build(
     parameters: dict[str, Any] | None = None,
     strict: bool = True,
     timeout: float = CELL_TIMEOUT_S,
+    student: bool = True,
 ) -> Path:
-    """Execute the chapters and build the HTML; return the ``_build/html`` folder."""
+    """Execute the chapters and build the HTML; return the ``_build/html`` folder.
+
+    With ``student`` (the default) the student edition follows (:func:`build_student`)."""
     root = Path(root).resolve()
     stage = Stage(root, root / "_build")
     chapters = chapter_notebooks(root)
@@ -442,6 +473,15 @@ def build(
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
 
+    run_jupyter_book(stage, strict=strict)
+    if student:
+        build_student(root, strict=strict)
+    return stage.html
+
+
+def run_jupyter_book(stage: Stage, *, strict: bool = True) -> Path:
+    """``jupyter-book build`` of ``stage.dir`` into ``stage.html``; return ``stage.html``."""
+    root = stage.root
     cmd = jupyter_book_command(stage, strict=strict)
     print("$", " ".join(cmd), flush=True)
     t0 = time.perf_counter()
@@ -449,13 +489,145 @@ def build(
     if proc.returncode != 0:
         raise BookError(
             f"jupyter-book build failed (exit {proc.returncode}); the warnings/errors are listed "
-            "above. Fix them in the sources (book/, notebooks/), not in _build/stage"
+            "above. Fix them in the sources (book/, notebooks/), not in "
+            f"{stage.dir.relative_to(root)}"
         )
+    built = stage.output / "_build" / "html"
+    if built != stage.html and built.is_dir():  # an edition: move its site into place
+        shutil.rmtree(stage.html, ignore_errors=True)
+        built.rename(stage.html)
     index = stage.html / "index.html"
     if not index.exists():
         raise BookError(f"jupyter-book finished but {index} is missing")
     print(f"built {stage.html.relative_to(root)} in {time.perf_counter() - t0:.1f} s")
     return stage.html
+
+
+# --------------------------------------------------------------------------- student edition
+
+STUDENT_NOTE = """:::{note}
+This is the **student edition** of the book: each exercise is an open cell for you to fill in
+(its check tells you whether your answer is right), and the answers to the questions are left
+out. The Colab button of a chapter opens its notebook without solutions.
+:::
+"""
+
+STUDENT_GUIDE = """# {title}
+
+This is the student edition of the book. It shows the same chapters, run with the same
+parameters, with three differences:
+
+* every exercise is an open cell: the worked solution is replaced by
+  `raise NotImplementedError("Your code here")`, and the check call below it stays, so running
+  the cell with your code tells you whether it is right and, if not, what is wrong;
+* the answers to the questions of the "think" exercises are left out;
+* the *Colab* entry of a chapter's rocket button opens the chapter's notebook without solutions
+  (the repository's `{path}`).
+
+The instructor's guide (how exercises are written, handed out and graded) is in the instructor's
+copy of the book.
+"""
+
+
+def student_config(text: str) -> str:
+    """The student edition's ``_config.yml``: the same settings, the title marked as the student
+    edition, and ``repository: path_to_book`` moved into :data:`sat_core.student.STUDENT_DIR`, so
+    a chapter's Colab button opens ``student/notebooks/NN.ipynb`` of the same repository and
+    branch (Jupyter Book builds ``{colab}/github/{org}/{repo}/blob/{branch}/{path_to_book}/
+    {page}.ipynb``)."""
+    from sat_core.student import STUDENT_DIR
+
+    config = yaml.safe_load(text) or {}
+    repo = config.get("repository")
+    if not isinstance(repo, dict) or not repo.get("url"):
+        raise BookError("_config.yml has no `repository: url:`, so the student edition's Colab "
+                        "buttons would open nothing: run `python -m sat_core.book set-repository`")
+    base = str(repo.get("path_to_book") or "").strip("/")
+    repo["path_to_book"] = f"{base}/{STUDENT_DIR}" if base else STUDENT_DIR
+    config["title"] = f"{config.get('title', 'The book')} (student edition)"
+    return yaml.safe_dump(config, allow_unicode=True, sort_keys=False)
+
+
+def student_guide(instructors_md: str) -> str:
+    """The page that replaces the instructor's guide in the student edition (same title)."""
+    from sat_core.student import STUDENT_DIR
+
+    m = re.search(r"^# (.+)$", instructors_md, flags=re.M)
+    return STUDENT_GUIDE.format(title=m.group(1).strip() if m else "For instructors",
+                                path=f"{STUDENT_DIR}/notebooks/")
+
+
+def with_student_note(page_md: str) -> str:
+    """``page_md`` with :data:`STUDENT_NOTE` after its first ``# `` title (or at the top)."""
+    m = re.search(r"^# .+\n", page_md, flags=re.M)
+    at = m.end() if m else 0
+    return page_md[:at] + "\n" + STUDENT_NOTE + "\n" + page_md[at:]
+
+
+def stage_student(stage: Stage, student: Stage) -> dict[str, int]:
+    """Copy the executed ``stage`` into ``student``'s folder as the student edition.
+
+    Chapters: :func:`sat_core.student.student_notebook` with ``keep_outputs`` (solutions and
+    their outputs, answer dropdowns and toggle tags removed; every other output kept). Pages:
+    ``book/instructors.md`` replaced by :func:`student_guide`, the root page given
+    :data:`STUDENT_NOTE`; ``_config.yml`` by :func:`student_config`. Links (``artifacts``,
+    ``data``) stay links. Returns {chapter stem: code solutions removed}.
+    """
+    import nbformat
+
+    from sat_core.student import student_notebook
+
+    src, dst = stage.dir, student.dir
+    entries = toc_entries(src) if (src / "_toc.yml").exists() else []
+    missing = [e for e in entries if resolve_entry(src, e) is None] or (
+        [] if entries else ["_toc.yml"])
+    if missing:
+        raise BookError(f"{src} holds no executed book ({', '.join(missing)} missing): run "
+                        "`make book` (or `python -m sat_core.book build`) first")
+    chapters = chapter_notebooks(src)
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst, symlinks=True, ignore=shutil.ignore_patterns("*.ipynb"))
+    removed: dict[str, int] = {}
+    for path in chapters:
+        rel = path.relative_to(src)
+        nb = read_notebook(path)
+        if not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"):
+            print(f"note: {rel} has no outputs (not executed?); its student page will have none")
+        page, removed[path.stem] = student_notebook(nb, rel.as_posix(), keep_outputs=True)
+        nbformat.write(page, dst / rel)
+    (dst / "_config.yml").write_text(
+        student_config((src / "_config.yml").read_text(encoding="utf-8")), encoding="utf-8")
+    guide = dst / "book" / "instructors.md"
+    if guide.exists():
+        guide.write_text(student_guide(guide.read_text(encoding="utf-8")), encoding="utf-8")
+    root_page = resolve_entry(dst, toc_entries(dst)[0])
+    if root_page is not None and root_page.suffix == ".md":
+        root_page.write_text(with_student_note(root_page.read_text(encoding="utf-8")),
+                             encoding="utf-8")
+    return removed
+
+
+def build_student(root: Path = ROOT, *, strict: bool = True) -> Path:
+    """Build the student edition into ``_build/html-student`` from the executed
+    ``_build/stage`` (nothing is executed); return that folder.
+
+    Warns when the committed student notebooks that its Colab buttons open
+    (``student/notebooks/``) do not match ``notebooks/`` (``make student`` updates them).
+    """
+    from sat_core.student import student_copy_drift
+
+    root = Path(root).resolve()
+    stage = Stage(root, root / "_build")
+    student = Stage(root, root / "_build", STUDENT)
+    t0 = time.perf_counter()
+    removed = stage_student(stage, student)
+    print(f"staged the student edition in {student.dir.relative_to(root)}: "
+          f"{sum(removed.values())} solution(s) removed from {len(removed)} chapter(s)")
+    for problem in student_copy_drift(root):
+        print(f"warning: the student edition's Colab buttons open {problem}", file=sys.stderr)
+    run_jupyter_book(student, strict=strict)
+    print(f"student edition: {time.perf_counter() - t0:.1f} s in all")
+    return student.html
 
 
 # --------------------------------------------------------------------------- browser test
@@ -501,10 +673,14 @@ def ensure_mathjax(build_dir: Path = ROOT / "_build") -> Path:
 
 
 def browser_test(root: Path = ROOT, pytest_args: Sequence[str] = ()) -> int:
-    """Run ``tests/site`` with pytest against ``_build/html``; return pytest's exit code."""
+    """Run ``tests/site`` with pytest against ``_build/html`` and ``_build/html-student``;
+    return pytest's exit code."""
     root = Path(root).resolve()
     if not (root / "_build" / "html" / "index.html").exists():
         raise BookError("_build/html is missing: run `make book` first")
+    if not (root / "_build" / f"html-{STUDENT}" / "index.html").exists():
+        raise BookError(f"_build/html-{STUDENT} is missing: run `make book`, or "
+                        "`python -m sat_core.book build-student` after a build without it")
     ensure_mathjax(root / "_build")
     cmd = [sys.executable, "-m", "pytest", str(root / "tests" / "site"), *pytest_args]
     print("$", " ".join(cmd), flush=True)
@@ -562,14 +738,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sat_core.book",
         description="Execute the chapter notebooks with papermill and build the book with "
-        "Jupyter Book 1.x (into _build/html), or test the built site in a headless browser.",
+        "Jupyter Book 1.x (into _build/html, and its student edition without solutions into "
+        "_build/html-student), or test the built sites in a headless browser.",
     )
     parser.add_argument(
         "--root", type=Path, default=ROOT, help="repository root (default: %(default)s)"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     add_set_repository_parser(sub)
-    b = sub.add_parser("build", help="execute the notebooks and build _build/html")
+    b = sub.add_parser("build", help="execute the notebooks and build _build/html, then the "
+                       "student edition _build/html-student (see build-student)")
     b.add_argument(
         "--no-execute",
         action="store_true",
@@ -596,6 +774,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument(
         "--no-strict", action="store_true", help="do not turn Sphinx warnings into errors"
     )
+    b.add_argument("--no-student", action="store_true",
+                   help="do not build the student edition (_build/html-student) afterwards")
+    student_help = (
+        "build only the student edition, _build/html-student, from the notebooks already "
+        "executed in _build/stage (nothing runs again): solutions, their outputs and the "
+        "answer dropdowns removed, exercise cells open, Colab buttons opening the committed "
+        "student/notebooks/ (make student); `build` ends with it"
+    )
+    s = sub.add_parser("build-student", help=student_help, description=student_help)
+    s.add_argument(
+        "--no-strict", action="store_true", help="do not turn Sphinx warnings into errors"
+    )
     t = sub.add_parser("browser-test", help="check the built site in headless Chromium (pytest)")
     t.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     c = sub.add_parser(
@@ -617,7 +807,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parameters=args.parameters,
                 strict=not args.no_strict,
                 timeout=args.timeout,
+                student=not args.no_student,
             )
+            return 0
+        if args.command == "build-student":
+            build_student(args.root, strict=not args.no_strict)
             return 0
         if args.command == "clean":
             return _clean(args.notebooks)

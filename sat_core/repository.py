@@ -5,7 +5,9 @@ Book reads it there for the repository button and the Colab launch buttons
 (``https://colab.research.google.com/github/OWNER/NAME/blob/BRANCH/notebooks/NN.ipynb``), so that
 is the one place to change. Everything else that names the repository is a copy of it:
 
-* the first code cell of every notebook: ``%pip install "sat_core[...] @ git+URL@BRANCH"``;
+* the first code cell of every notebook: ``%pip install "sat_core[...] @ git+URL@BRANCH"``,
+  in ``notebooks/`` and in the committed student copies ``student/notebooks/`` (whose Colab
+  buttons, in the student edition of the site, follow ``_config.yml`` like the book's);
 * ``notebooks/TEMPLATE.md`` and the prose pages (``book/*.md``) that quote that line;
 * ``README.md``: the Colab badge, the link to the repository and to the published site
   (``https://OWNER.github.io/NAME/``).
@@ -31,7 +33,8 @@ from sat_core.errors import UserError
 
 CONFIG = "_config.yml"
 # The files that may name the repository (relative to the root; glob patterns).
-SCANNED = ("README.md", "ARCHITECTURE.md", "book/**/*.md", "notebooks/*.ipynb", "notebooks/*.md")
+SCANNED = ("README.md", "ARCHITECTURE.md", "book/**/*.md", "notebooks/*.ipynb", "notebooks/*.md",
+           "student/notebooks/*.ipynb")
 # "owner/name" of other GitHub projects that the scanned pages may link to.
 THIRD_PARTY: tuple[str, ...] = ()
 PLACEHOLDER = "OWNER/NAME"  # what the docs write for "your repository": never rewritten
@@ -48,7 +51,7 @@ PATTERNS: dict[str, re.Pattern[str]] = {
         rf"@(?P<branch>{_BRANCH})"),
     "colab": re.compile(
         rf"colab\.research\.google\.com/github/(?P<owner>{_OWNER})/(?P<name>{_NAME})"
-        rf"/blob/(?P<branch>{_BRANCH})/(?=notebooks/)"),
+        rf"/blob/(?P<branch>{_BRANCH})/(?=(?:student/)?notebooks/)"),
     "pages": re.compile(rf"https://(?P<owner>{_OWNER})\.github\.io/(?P<name>[A-Za-z0-9._-]+)"),
     "link": re.compile(
         rf"https://github\.com/(?P<owner>{_OWNER})/(?P<name>{_NAME})(?:\.git)?"

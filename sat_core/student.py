@@ -25,9 +25,19 @@ starts with "Answer"::
 In the student copy each such block becomes one line, :data:`ANSWERS_NOTE`; the rest of the cell
 (the exercise's text) stays.
 
-``python -m sat_core.student SRC_DIR DST_DIR`` (``make student``) writes the copy. It refuses a
-DST_DIR that is SRC_DIR, inside it or above it, and never overwrites a notebook that holds
-solutions (:func:`holds_solutions`): swapping the two folders cannot wipe the instructor's copy.
+``python -m sat_core.student SRC_DIR DST_DIR`` writes the copy. It refuses a DST_DIR that is
+SRC_DIR, inside it or above it, and never overwrites a notebook that holds solutions
+(:func:`holds_solutions`): swapping the two folders cannot wipe the instructor's copy.
+
+``make student`` writes it to :data:`STUDENT_DIR` ``/notebooks/``, which is committed: the Colab
+buttons of the student edition of the site (``_build/html-student``, :mod:`sat_core.book`) open
+those files from GitHub, so they must be on the published branch. :func:`student_copy_drift`
+(``tests/test_student.py``) lists every committed copy that no longer matches ``notebooks/``.
+
+The student edition's pages are the *executed* notebooks of the book with the same changes
+(``student_notebook(nb, keep_outputs=True)``): every other cell keeps its outputs, a solution
+cell loses its own (the check's "✓ correct" line would be false under the open stub).
+:func:`solution_snippets` lists the text that only solutions hold, for the tests to look for.
 """
 
 from __future__ import annotations
@@ -49,6 +59,9 @@ ANSWER_OPEN = re.compile(r"^\s*(:{3,})\{admonition\}\s*Answer")
 ANSWERS_NOTE = "*(The answers are in the instructor's copy.)*"
 SOLUTION_TAG = "solution"
 TOGGLE_TAGS = ("solution", "hide-input")
+STUDENT_DIR = "student"  # the committed student notebooks: <root>/student/notebooks/NN.ipynb
+MIN_CODE_SNIPPET = 12  # characters of a solution line worth looking for
+MIN_ANSWER_WORDS = 6  # words of a run of answer prose worth looking for
 
 
 class StudentCopyError(UserError, ValueError):
@@ -99,11 +112,13 @@ def strip_answers(source: str, where: str = "cell") -> tuple[str, int]:
 
 
 def student_notebook(
-    nb: nbformat.NotebookNode, name: str = "notebook"
+    nb: nbformat.NotebookNode, name: str = "notebook", *, keep_outputs: bool = False
 ) -> tuple[nbformat.NotebookNode, int]:
     """A copy of ``nb`` without solutions; returns (copy, number of code solutions removed).
 
-    The folded Answers of markdown cells go too (:func:`strip_answers`).
+    The folded Answers of markdown cells go too (:func:`strip_answers`). Outputs and execution
+    counts are cleared, or with ``keep_outputs`` (the student edition of the site, built from
+    executed notebooks) kept in every cell but the solution cells, whose outputs always go.
 
     Raises :class:`StudentCopyError` when a ``solution`` cell has no marked block, or a marked
     block sits in a cell not tagged ``solution`` (its answer would show unfolded in the book).
@@ -136,6 +151,8 @@ def student_notebook(
                 f"{where} has a '# BEGIN SOLUTION' block but is not tagged 'solution' "
                 "(and 'hide-input'): tag it so the book folds the answer away"
             )
+        elif keep_outputs:
+            continue
         cell.outputs = []
         cell.execution_count = None
     return nb, removed
@@ -234,6 +251,76 @@ def make_student_copy(src_dir: Path, dst_dir: Path) -> dict[str, tuple[int, int]
         nbformat.write(student, dst)
         report[str(rel)] = (removed, answers)
     return report
+
+
+def student_copy_drift(root: Path) -> list[str]:
+    """What differs between ``<root>/student/notebooks`` and the student copies of
+    ``<root>/notebooks`` (one line per notebook: missing, outdated or extra); empty when the
+    committed copy is up to date. ``make student`` brings it up to date."""
+    src, dst = Path(root) / "notebooks", Path(root) / STUDENT_DIR / "notebooks"
+    fix = "run `make student` and commit student/"
+    expected = {rel: nb for rel, (nb, _, _) in _student_copies(src).items()}
+    problems = []
+    for rel, nb in expected.items():
+        path = dst / rel
+        if not path.is_file():
+            problems.append(f"{path.relative_to(root)} is missing — {fix}")
+        elif nbformat.read(path, as_version=4) != nb:
+            problems.append(
+                f"{path.relative_to(root)} is outdated (notebooks/{rel} changed) — {fix}")
+    if dst.is_dir():
+        for path in sorted(dst.rglob("*.ipynb")):
+            rel = path.relative_to(dst)
+            if rel not in expected and ".ipynb_checkpoints" not in rel.parts:
+                problems.append(f"{path.relative_to(root)} has no notebooks/{rel} — delete it")
+    return problems
+
+
+_CODE_OR_MATH = re.compile(r"`[^`]*`|\$\$.*?\$\$|\$[^$]*\$", re.S)
+_WORD_RUN = re.compile(r"[A-Za-z]+(?: [A-Za-z]+)+")
+
+
+def normalize_text(text: str) -> str:
+    """``text`` with every run of whitespace one space (how a page's text is compared)."""
+    return " ".join(text.split())
+
+
+def solution_snippets(nb: nbformat.NotebookNode) -> list[str]:
+    """Pieces of text that only the solutions of ``nb`` hold, as a rendered page shows them.
+
+    Code: each line between ``# BEGIN SOLUTION`` and ``# END SOLUTION`` (whitespace normalised,
+    at least :data:`MIN_CODE_SNIPPET` characters). Answers: every run of at least
+    :data:`MIN_ANSWER_WORDS` plain words of a folded Answers block (math, code and punctuation
+    cut the runs; emphasis marks removed). A piece that the student copy also holds (a line the
+    chapter writes elsewhere) is left out: finding it on a page proves nothing.
+    """
+    student_text = normalize_text(" ".join(
+        c.source.replace("*", "") for c in student_notebook(nb)[0].cells))
+    found: list[str] = []
+    for cell in nb.cells:
+        lines = cell.source.split("\n")
+        if cell.cell_type == "code":
+            inside = False
+            for line in lines:
+                if BEGIN.match(line) or END.match(line):
+                    inside = bool(BEGIN.match(line))
+                elif inside and len(line.strip()) >= MIN_CODE_SNIPPET:
+                    found.append(normalize_text(line))
+        elif cell.cell_type == "markdown":
+            fence: str | None = None
+            block: list[str] = []
+            for line in lines:
+                if fence is None:
+                    opened = ANSWER_OPEN.match(line)
+                    fence = opened.group(1) if opened else None
+                elif line.strip() == fence:
+                    fence = None
+                elif not line.lstrip().startswith(":"):  # the :class: option, nested fences
+                    block.append(line)
+            text = normalize_text(_CODE_OR_MATH.sub(" | ", " ".join(block).replace("*", "")))
+            found += [run for run in _WORD_RUN.findall(text)
+                      if len(run.split()) >= MIN_ANSWER_WORDS]
+    return list(dict.fromkeys(s for s in found if s not in student_text))
 
 
 @command(StudentCopyError, OSError)

@@ -23,6 +23,7 @@ from sat_core.repository import (
     rewrite_config,
     set_repository,
 )
+from sat_core.student import student_copy_drift
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -30,10 +31,11 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
-    """A copy of what set-repository reads and writes: the config, README, book/, notebooks/."""
+    """A copy of what set-repository reads and writes: the config, README, book/, notebooks/,
+    student/."""
     for name in ("_config.yml", "README.md", "ARCHITECTURE.md"):
         shutil.copy2(ROOT / name, tmp_path / name)
-    for name in ("book", "notebooks"):
+    for name in ("book", "notebooks", "student"):
         shutil.copytree(ROOT / name, tmp_path / name,
                         ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     return tmp_path
@@ -50,6 +52,7 @@ def test_every_copy_agrees_with_the_config():
     refs = list(find_references(ROOT))
     pip_in = {r.path for r in refs if r.kind == "pip"}
     assert {f"notebooks/{p.name}" for p in NOTEBOOKS} <= pip_in  # every install cell
+    assert {f"student/notebooks/{p.name}" for p in NOTEBOOKS} <= pip_in  # and the student copies
     assert "notebooks/TEMPLATE.md" in pip_in
     readme = {r.kind for r in refs if r.path == "README.md"}
     assert {"colab", "pages", "link"} <= readme  # the badge and the links
@@ -96,7 +99,9 @@ def test_set_repository_rewrites_every_copy_and_only_them(tree, capsys):
         assert after[name] == (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode()
     changed = {k for k in before if before[k] != after[k]}
     assert changed == {"_config.yml", "README.md", "book/troubleshooting.md",
-                       "notebooks/TEMPLATE.md", *(f"notebooks/{p.name}" for p in NOTEBOOKS)}
+                       "notebooks/TEMPLATE.md", *(f"notebooks/{p.name}" for p in NOTEBOOKS),
+                       *(f"student/notebooks/{p.name}" for p in NOTEBOOKS)}
+    assert student_copy_drift(tree) == []  # the student copies still match their chapters
 
     assert set_repository(tree, url, branch) == []  # idempotent
     assert snapshot(tree) == after

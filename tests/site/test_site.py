@@ -1,6 +1,11 @@
 """The built book in a real browser: every page renders, with its figures, typeset math, no error
 output, and (for chapters) a Colab button pointing at its own notebook.
 
+Both editions are tested: the book (``_build/html``) and the student edition
+(``_build/html-student``), whose Colab buttons open the committed ``student/notebooks/`` and whose
+pages hold no solution: no line of a solution's code, no answer prose, no answer dropdown (the
+solution text is read from the chapters' sources), and an open stub per exercise.
+
 Run with ``make browser-test`` (``python -m sat_core.book browser-test``) after ``make book``;
 plain ``pytest`` never collects this folder (``norecursedirs`` in pyproject.toml). Screenshots of
 every page go to ``_build/screenshots/``.
@@ -27,11 +32,25 @@ import nbformat
 import pytest
 import yaml
 
-from sat_core.book import BookError, ensure_mathjax, resolve_entry, toc_entries
+from sat_core.book import STUDENT, BookError, ensure_mathjax, resolve_entry, toc_entries
+from sat_core.student import (
+    ANSWERS_NOTE,
+    BEGIN,
+    PLACEHOLDER,
+    STUDENT_DIR,
+    holds_solutions,
+    normalize_text,
+    solution_snippets,
+)
 
 ROOT = Path(os.environ.get("SAT_BOOK_ROOT", Path(__file__).resolve().parents[2]))
 HTML = ROOT / "_build" / "html"
 SHOTS = ROOT / "_build" / "screenshots"
+EDITIONS = ("book", STUDENT)
+# edition -> (its site, the sources its pages were built from, the executed notebooks)
+SITES = {"book": HTML, STUDENT: ROOT / "_build" / f"html-{STUDENT}"}
+SOURCES = {"book": ROOT, STUDENT: ROOT / "_build" / f"stage-{STUDENT}"}
+EXECUTED = {"book": ROOT / "_build" / "stage", STUDENT: SOURCES[STUDENT]}
 CHROMIUM = os.environ.get("SAT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -51,19 +70,33 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="session")
-def site_url() -> Iterator[str]:
-    """Serve _build/html with http.server in a thread; yield its base URL."""
-    if not (HTML / "index.html").exists():
-        pytest.fail(f"{HTML} has no index.html: build the book first (make book)", pytrace=False)
-    handler = functools.partial(_QuietHandler, directory=str(HTML))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def site_urls() -> Iterator[dict[str, str]]:
+    """Serve each edition's site (_build/html, _build/html-student) with http.server in a
+    thread; yield {edition: base URL}."""
+    servers = []
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        urls = {}
+        for edition, html in SITES.items():
+            if not (html / "index.html").exists():
+                pytest.fail(f"{html} has no index.html: build the book first (make book; the "
+                            "student edition alone: python -m sat_core.book build-student)",
+                            pytrace=False)
+            handler = functools.partial(_QuietHandler, directory=str(html))
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            servers.append(server)
+            urls[edition] = f"http://127.0.0.1:{server.server_address[1]}"
+        yield urls
     finally:
-        server.shutdown()
-        server.server_close()
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.fixture(scope="session")
+def site_url(site_urls) -> str:
+    """The book's own site (_build/html)."""
+    return site_urls["book"]
 
 
 @pytest.fixture(scope="session")
@@ -165,9 +198,9 @@ WIDGET_AREAS_JS = """() => [...document.querySelectorAll('.cell_output')].filter
   o.querySelector('script[type*="jupyter.widget"], .jupyter-widgets, .widget-area')).length"""
 
 
-def page_markdown(entry: str) -> str:
+def page_markdown(entry: str, sources: Path = ROOT) -> str:
     """The markdown a page is built from (a notebook's markdown cells, or the .md file)."""
-    src = resolve_entry(ROOT, entry)
+    src = resolve_entry(sources, entry)
     if src.suffix == ".ipynb":
         return "\n".join(c.source for c in nbformat.read(src, as_version=4).cells
                          if c.cell_type == "markdown")
@@ -181,9 +214,9 @@ def angle_tokens(markdown: str) -> set[str]:
             if name not in HTML_TAGS}
 
 
-def expected_title(entry: str) -> str:
+def expected_title(entry: str, sources: Path = ROOT) -> str:
     """The first '# ' heading of the page's source (markdown file or first markdown cell)."""
-    src = resolve_entry(ROOT, entry)
+    src = resolve_entry(sources, entry)
     if src.suffix == ".ipynb":
         text = "\n".join(
             c.source for c in nbformat.read(src, as_version=4).cells if c.cell_type == "markdown"
@@ -195,9 +228,9 @@ def expected_title(entry: str) -> str:
     return re.sub(r"[`*_]", "", m.group(1)).strip()
 
 
-def draws(entry: str) -> bool:
+def draws(entry: str, sources: Path = ROOT) -> bool:
     """Chapters draw unless their notebook says ``"sat": {"draws": false}`` in its metadata."""
-    nb = nbformat.read(resolve_entry(ROOT, entry), as_version=4)
+    nb = nbformat.read(resolve_entry(sources, entry), as_version=4)
     return bool(nb.metadata.get("sat", {}).get("draws", True))
 
 
@@ -205,10 +238,10 @@ FIGURE_MIMES = ("image/png", "image/jpeg", "image/svg+xml")
 HIDDEN_TAGS = {"remove-output", "remove-cell"}
 
 
-def executed_figures(entry: str) -> int | None:
+def executed_figures(entry: str, executed: Path = EXECUTED["book"]) -> int | None:
     """Images in the outputs of the executed notebook that the page was built from (the staged
     copy papermill wrote), except in cells whose outputs the book removes; None if not staged."""
-    staged = ROOT / "_build" / "stage" / f"{entry}.ipynb"
+    staged = executed / f"{entry}.ipynb"
     if not staged.exists():
         return None
     n = 0
@@ -219,19 +252,29 @@ def executed_figures(entry: str) -> int | None:
     return n
 
 
-def colab_url(entry: str) -> str:
+def repository_path(entry: str, edition: str = "book") -> str:
+    """Where the notebook of ``entry`` that the edition's Colab button opens lies in the
+    repository: the chapter itself, or its committed student copy."""
+    parts = [(CONFIG["repository"].get("path_to_book") or "").strip("/")]
+    parts += [STUDENT_DIR] if edition == STUDENT else []
+    return "/".join([p for p in parts if p] + [f"{entry}.ipynb"])
+
+
+def colab_url(entry: str, edition: str = "book") -> str:
     repo = CONFIG["repository"]
     org_repo = re.sub(r"^https://github\.com/", "", repo["url"]).strip("/")
     return (
         f"{CONFIG['launch_buttons']['colab_url']}/github/{org_repo}/blob/{repo['branch']}/"
-        f"{repo.get('path_to_book') or ''}{entry}.ipynb"
+        f"{repository_path(entry, edition)}"
     )
 
 
+@pytest.mark.parametrize("edition", EDITIONS)
 @pytest.mark.parametrize("entry", ENTRIES)
-def test_page(entry, page, site_url):
-    is_chapter = resolve_entry(ROOT, entry).suffix == ".ipynb"
-    assert (HTML / f"{entry}.html").exists(), f"{entry}.html was not built"
+def test_page(edition, entry, page, site_urls):
+    html, sources, site_url = SITES[edition], SOURCES[edition], site_urls[edition]
+    is_chapter = resolve_entry(sources, entry).suffix == ".ipynb"
+    assert (html / f"{entry}.html").exists(), f"{entry}.html was not built"
     response = page.goto(f"{site_url}/{entry}.html", wait_until="load")
     assert response is not None and response.ok, (
         f"{entry}.html: HTTP {response and response.status}"
@@ -240,7 +283,7 @@ def test_page(entry, page, site_url):
 
     # 1. it renders: a title and the page's h1
     h1 = page.locator("article h1").first
-    title = expected_title(entry)
+    title = expected_title(entry, sources)
     if not h1.is_visible():
         problems.append("no visible <h1>")
     elif h1.inner_text().replace("#", "").strip() != title:
@@ -278,8 +321,8 @@ def test_page(entry, page, site_url):
     if is_chapter:
         # 4. its figures are there and loaded
         imgs = page.locator(".cell_output img")
-        if draws(entry):
-            expected = executed_figures(entry)
+        if draws(entry, sources):
+            expected = executed_figures(entry, EXECUTED[edition])
             if imgs.count() == 0:
                 problems.append("no figure (<img>) in the cell outputs")
             elif expected is not None and imgs.count() < expected:
@@ -291,11 +334,19 @@ def test_page(entry, page, site_url):
             )
             if broken:
                 problems.append(f"figures that did not load: {broken}")
-        # 5. the Colab button opens this chapter's notebook
+        # 5. the Colab button opens this chapter's notebook (the student edition: its
+        # committed student copy, which must exist and hold no solution)
         links = page.locator("a[href*='colab.research.google.com']")
         hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
-        if hrefs != [colab_url(entry)]:
-            problems.append(f"Colab link(s) {hrefs}, expected [{colab_url(entry)!r}]")
+        if edition == STUDENT:
+            target = ROOT / repository_path(entry, edition)
+            if not target.is_file():
+                problems.append(f"the Colab button opens {repository_path(entry, edition)}, "
+                                "which the repository lacks (make student, then commit)")
+            elif holds_solutions(nbformat.read(target, as_version=4)):
+                problems.append(f"{repository_path(entry, edition)} holds solutions")
+        if hrefs != [colab_url(entry, edition)]:
+            problems.append(f"Colab link(s) {hrefs}, expected [{colab_url(entry, edition)!r}]")
         else:
             page.locator(".dropdown-launch-buttons button").first.click()
             if not links.first.is_visible():
@@ -331,7 +382,7 @@ def test_page(entry, page, site_url):
         at = text.index(leaked[0])
         problems.append(f"build-machine path {leaked[0]!r} on the page: "
                         f"{text[max(0, at - 60):at + 60]!r}")
-    eaten = sorted(t for t in angle_tokens(page_markdown(entry)) if t not in text)
+    eaten = sorted(t for t in angle_tokens(page_markdown(entry, sources)) if t not in text)
     if eaten:
         problems.append(f"the browser swallowed {eaten} as HTML tags (write them in backticks or "
                         "as &lt;...&gt;)")
@@ -342,8 +393,9 @@ def test_page(entry, page, site_url):
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     height = min(page.evaluate("() => document.documentElement.scrollHeight"), 4000)
+    prefix = "" if edition == "book" else f"{edition}__"
     page.screenshot(
-        path=str(SHOTS / f"{entry.replace('/', '__')}.png"),
+        path=str(SHOTS / f"{prefix}{entry.replace('/', '__')}.png"),
         full_page=True,
         clip={"x": 0, "y": 0, "width": 1280, "height": height},
     )
@@ -379,3 +431,109 @@ def test_chapter_9_steps_through_attention_without_a_kernel(page, site_url):
     assert second["n"] == 1 and second["caption"].startswith("t = 2:"), second
     SHOTS.mkdir(parents=True, exist_ok=True)
     stepper.screenshot(path=str(SHOTS / "09_stepper_word2.png"))
+
+
+# --------------------------------------------------------------------------- the student edition
+
+CHAPTERS = [e for e in ENTRIES if resolve_entry(ROOT, e).suffix == ".ipynb"]
+# A page's article text, folded cells and closed dropdowns included; MathJax's markup removed.
+ARTICLE_TEXT_JS = """() => {
+  const a = (document.querySelector('article') || document.querySelector('main')
+             || document.body).cloneNode(true);
+  a.querySelectorAll('mjx-container, mjx-assistive-mml, script, style').forEach(e => e.remove());
+  return a.textContent;
+}"""
+DROPDOWN_TITLES_JS = """() => [...document.querySelectorAll('.dropdown.admonition .admonition-title')]
+  .map(e => e.textContent.trim())"""
+MARKERS = ("BEGIN SOLUTION", "END SOLUTION")
+
+
+def plain(text: str) -> str:
+    """``text`` as compared with a page: whitespace normalised, Sphinx's curly quotes straight."""
+    return normalize_text(text).replace("\u2019", "'").replace("\u2018", "'")
+
+
+def shown_outside_solutions(entry: str) -> str:
+    """The text of the executed chapter's outputs, solution cells left out: a solution line that
+    also appears there (a library listing, a log) is on the page for another reason."""
+    staged = EXECUTED["book"] / f"{entry}.ipynb"
+    if not staged.exists():
+        return ""
+    parts = []
+    for cell in nbformat.read(staged, as_version=4).cells:
+        if cell.cell_type == "code" and "solution" not in cell.metadata.get("tags", []):
+            for out in cell.outputs:
+                parts.append(str(out.get("text", "")))
+                parts += [str(v) for v in out.get("data", {}).values()]
+    return plain("\n".join(parts))
+
+
+@pytest.mark.parametrize("entry", CHAPTERS)
+def test_student_page_shows_open_exercises_and_no_solution(entry, page, site_urls):
+    """The solution text of the chapter's source (each solution line, each run of answer prose:
+    :func:`sat_core.student.solution_snippets`) is on the book's page and nowhere on the student
+    edition's; no answer dropdown there either; each exercise shows its open stub, unfolded."""
+    source = nbformat.read(ROOT / f"{entry}.ipynb", as_version=4)
+    elsewhere = shown_outside_solutions(entry)
+    snippets = [s for s in map(plain, solution_snippets(source)) if s not in elsewhere]
+    blocks = sum(bool(BEGIN.match(ln)) for c in source.cells if c.cell_type == "code"
+                 for ln in c.source.split("\n"))
+    answers = sum(ln.lstrip().startswith(":::{admonition} Answer")
+                  for c in source.cells if c.cell_type == "markdown" for ln in c.source.split("\n"))
+    assert snippets and blocks, f"{entry}: no exercise with a solution in the source"
+    text, dropdowns = {}, {}
+    for edition in EDITIONS:
+        page.goto(f"{site_urls[edition]}/{entry}.html", wait_until="load")
+        text[edition] = plain(page.evaluate(ARTICLE_TEXT_JS))
+        dropdowns[edition] = [t for t in page.evaluate(DROPDOWN_TITLES_JS)
+                              if t.startswith("Answer")]
+    student = text[STUDENT]
+    problems: list[str] = []
+    missing = [s for s in snippets if s not in text["book"]]
+    if missing:  # the search itself must see what it looks for
+        problems.append(f"{len(missing)} solution snippet(s) not found on the book's page either "
+                        f"(the text extraction is broken?): {missing[:3]}")
+    leaked = [s for s in snippets if s in student]
+    if leaked:
+        problems.append(f"{len(leaked)} of {len(snippets)} solution snippets on the student page: "
+                        f"{leaked[:3]}")
+    problems += [f"{m!r} on the student page" for m in MARKERS if m in student]
+    if len(dropdowns["book"]) != answers:
+        problems.append(f"the book's page has {len(dropdowns['book'])} Answers dropdowns, its "
+                        f"source {answers}")
+    if dropdowns[STUDENT]:
+        problems.append(f"answer dropdowns on the student page: {dropdowns[STUDENT]}")
+    note = plain(ANSWERS_NOTE.replace("*", ""))
+    if student.count(note) != answers:
+        problems.append(f"{student.count(note)} notes {note!r} on the student page, expected "
+                        f"{answers} (one per answer block)")
+    stubs = page.locator(".cell_input", has_text=PLACEHOLDER)
+    visible = sum(stubs.nth(i).is_visible() for i in range(stubs.count()))
+    if (stubs.count(), visible) != (blocks, blocks):
+        problems.append(f"{stubs.count()} open stub(s) ({visible} visible) on the student page, "
+                        f"expected {blocks} visible (one per solution block)")
+    assert not problems, f"{entry}.html (student edition):\n  " + "\n  ".join(problems)
+
+
+def test_student_site_holds_no_solution_in_any_file():
+    """Every file of the student site (pages, the search index, the notebooks offered for
+    download under _sources): no solution marker, no notebook with solutions; the book's site
+    has them (so the scan looks at the right files)."""
+    def scan(site: Path) -> list[str]:
+        hits = []
+        for path in sorted(site.rglob("*")):
+            if path.is_file() and path.suffix in {".html", ".js", ".ipynb", ".md", ".txt"}:
+                content = path.read_text(encoding="utf-8", errors="replace")
+                if any(m in content for m in MARKERS):
+                    hits.append(path.relative_to(site).as_posix())
+                elif path.suffix == ".ipynb" and holds_solutions(nbformat.reads(content, 4)):
+                    hits.append(path.relative_to(site).as_posix())
+        return hits
+
+    student_site = SITES[STUDENT]
+    if not (student_site / "index.html").exists():
+        pytest.fail(f"{student_site} is missing: run make book", pytrace=False)
+    assert scan(student_site) == []
+    book = scan(HTML)
+    assert any(p.startswith("_sources/notebooks/") for p in book), book
+    assert sum(p.startswith("notebooks/") for p in book) >= 1, book
