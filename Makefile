@@ -30,7 +30,7 @@ lint: setup  ## ruff on the package, tests, benchmarks and notebooks
 	$(BIN)/ruff check .
 
 test: setup lint  ## ruff + the whole test suite, one pytest-xdist worker per core (notebooks at smoke size included)
-	$(BIN)/python -m pytest -n auto --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadgroup --no-loadscope-reorder --durations=15 $(PYTEST_ARGS)
 
 test-fast: setup  ## the unit tests only (no notebooks, no slow tests)
 	$(BIN)/python -m pytest -m "not slow and not bench and not colab" $(PYTEST_ARGS)
