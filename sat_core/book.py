@@ -734,18 +734,8 @@ def set_repository_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m sat_core.book",
-        description="Execute the chapter notebooks with papermill and build the book with "
-        "Jupyter Book 1.x (into _build/html, and its student edition without solutions into "
-        "_build/html-student), or test the built sites in a headless browser.",
-    )
-    parser.add_argument(
-        "--root", type=Path, default=ROOT, help="repository root (default: %(default)s)"
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_set_repository_parser(sub)
+def _add_build_parsers(sub: Any) -> None:
+    """The ``build`` and ``build-student`` subcommands."""
     b = sub.add_parser("build", help="execute the notebooks and build _build/html, then the "
                        "student edition _build/html-student (see build-student)")
     b.add_argument(
@@ -786,12 +776,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument(
         "--no-strict", action="store_true", help="do not turn Sphinx warnings into errors"
     )
+
+
+def _parser() -> argparse.ArgumentParser:
+    """``python -m sat_core.book``'s command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sat_core.book",
+        description="Execute the chapter notebooks with papermill and build the book with "
+        "Jupyter Book 1.x (into _build/html, and its student edition without solutions into "
+        "_build/html-student), or test the built sites in a headless browser.",
+    )
+    parser.add_argument(
+        "--root", type=Path, default=ROOT, help="repository root (default: %(default)s)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_set_repository_parser(sub)
+    _add_build_parsers(sub)
     t = sub.add_parser("browser-test", help="check the built site in headless Chromium (pytest)")
     t.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     c = sub.add_parser(
         "clean", help="strip outputs, execution counts and widget state from notebooks (in place)"
     )
     c.add_argument("notebooks", nargs="+", type=Path, metavar="NOTEBOOK")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "set-repository":
         return set_repository_command(args)

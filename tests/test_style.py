@@ -27,7 +27,6 @@ TOO_LONG = {
     "accuracy.py::judge_caption": 83,
     "reinforce.py::sample_estimates": 79,
     "grounding.py::attention_grounding": 78,
-    "book.py::main": 72,
     "metrics.py::corpus_bleu": 67,
     "decoding.py::greedy_decode": 67,
     "decoding.py::beam_search_single": 67,
