@@ -91,6 +91,21 @@ class EstimatorSamples:
         """Total variance of g(b): the sum over coordinates (the trace of its covariance)."""
         return float(self.coordinate_variance(b, group).sum())
 
+    def variance_curve(self, bs: Sequence[float], group: str | None = None) -> Tensor:
+        """:meth:`variance` at every b of ``bs`` at once (float64, one per b), for plotting.
+
+        Each coordinate's variance is a quadratic in b, Var[g] - 2 b Cov[g, u] + b^2 Var[u], never
+        negative, so their sum is the quadratic with the summed coefficients (equal to
+        :meth:`variance` up to rounding) and costs three sums instead of one pass per b.
+        """
+        sl = self._select(group)
+        n = self.n
+        var_g = float((self.s_gg[sl] - self.s_g[sl] ** 2 / n).sum()) / (n - 1)
+        var_u = float((self.s_uu[sl] - self.s_u[sl] ** 2 / n).sum()) / (n - 1)
+        cov = float((self.s_gu[sl] - self.s_g[sl] * self.s_u[sl] / n).sum()) / (n - 1)
+        b = torch.as_tensor(bs, dtype=torch.float64)
+        return (var_g - 2 * b * cov + b * b * var_u).clamp(min=0.0)
+
     def best_baseline(self, group: str | None = None) -> float:
         """The constant b minimising :meth:`variance`: sum_j Cov_j[g(0), u] / sum_j Var_j[u]."""
         sl = self._select(group)

@@ -89,6 +89,15 @@ def test_mean_and_variance_match_draw_by_draw_surrogate_gradients_for_any_baseli
                                                                rel=1e-8)
     # the draws really differ (a variance of zero would make the comparison vacuous)
     assert stats.variance(0.0, "attention") > 1e-6
+    # the curve at once equals the draw-by-draw variances at each b (the figure of chapter 7)
+    bs = [-3.0, -0.5, 0.0, 1.5, 40.0]
+    for group in (None, "attention"):
+        sl = stats.groups[group] if group else slice(None)
+        torch.testing.assert_close(
+            stats.variance_curve(bs, group),
+            torch.tensor([float(per_draw_gradients(dec, a, y_in, y_out, lengths, n, b, seed,
+                                                   lambda_e=0.05)[:, sl].var(0).sum())
+                          for b in bs], dtype=torch.float64), rtol=1e-7, atol=1e-12)
 
 
 def test_the_mean_is_the_exact_gradient_of_the_lower_bound_whatever_the_baseline():
