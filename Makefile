@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.sat-installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup test test-fast test-colab lint book book-html book-student browser-test student bench bench-smoke clean
+.PHONY: help setup test test-fast test-colab lint book book-html book-student browser-test student nbgrader bench bench-smoke clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -52,6 +52,9 @@ browser-test: setup  ## open the built site in headless Chromium, check every ch
 
 student: setup  ## write the notebooks without solutions to student/notebooks (commit them: the student site's Colab buttons open them)
 	$(BIN)/python -m sat_core.student notebooks student/notebooks
+
+nbgrader: setup  ## write an nbgrader course (every chapter's exercises) to _build/nbgrader
+	$(BIN)/python -m sat_core.nbgrader_export notebooks _build/nbgrader --force
 
 bench: setup  ## run every benchmark (prints figures and one JSON line each)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
