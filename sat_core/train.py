@@ -434,14 +434,16 @@ class _Optim:
 class _CtrlC:
     """Ctrl-C during training: the first one asks the loop to save ``last.pt`` after the step in
     progress and stop (``requested``); a second one stops at once (KeyboardInterrupt). Installed
-    only in the main thread (signal handlers live there), restored on exit."""
+    only in the main thread (signal handlers live there) and only where SIGINT is not ignored (a
+    job a shell started in the background keeps ignoring it), restored on exit."""
 
     def __init__(self) -> None:
         self.requested = False
         self._previous: Any = None
 
     def __enter__(self) -> _CtrlC:
-        if threading.current_thread() is threading.main_thread():
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN):
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 

@@ -905,8 +905,11 @@ def test_ctrl_c_saves_the_current_step_and_prints_the_command_that_resumes(tmp_p
     argv = [*TINY_RUN, "--epochs", "1000", "--log-every", "1", "--out-dir", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("SAT_DEBUG", None)
+    # SIGINT at its default in the child, as in a terminal, even where this process ignores it
+    # (a background job): train leaves an ignored SIGINT ignored
     proc = subprocess.Popen([sys.executable, "-m", "sat_core.train", *argv],
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         while not (out / "steps.csv").exists() or len(steps_csv(out)) < 3:
             assert proc.poll() is None, proc.communicate()[1]
@@ -937,12 +940,24 @@ def test_ctrl_c_saves_the_current_step_and_prints_the_command_that_resumes(tmp_p
 def test_a_second_ctrl_c_stops_at_once(tmp_path, capsys, monkeypatch):
     import sat_core.train as tr
 
-    with tr._CtrlC() as ctrl_c:
-        signal.raise_signal(signal.SIGINT)
-        assert ctrl_c.requested  # the first one only asks the loop to save and stop
-        with pytest.raises(KeyboardInterrupt):
+    # as in a terminal (a background job, e.g. CI started with `&`, inherits SIGINT ignored)
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with tr._CtrlC() as ctrl_c:
             signal.raise_signal(signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+            assert ctrl_c.requested  # the first one only asks the loop to save and stop
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+        # a job started with SIGINT ignored keeps ignoring it: Ctrl-C meant for its shell
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with tr._CtrlC() as ctrl_c:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            signal.raise_signal(signal.SIGINT)
+            assert not ctrl_c.requested
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, outer)
     capsys.readouterr()
 
     def stopped_at_once(*args, **kw):
