@@ -24,19 +24,23 @@ Pretrained torchvision weights expect images normalised with the ImageNet statis
 from __future__ import annotations
 
 import os
+import sys
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
-import torchvision
 from torch import nn
-from torchvision.models import WeightsEnum, get_model_weights
 
 from sat_core.paths import shown_path
 
-WeightsSpec = None | str | os.PathLike | WeightsEnum
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
+
+# torchvision is imported where VGG-19 or ResNet-101 are built, not here: importing it costs
+# seconds (it pulls in torch._dynamo), and the Shapes chapters never need it.
+WeightsSpec = Union[None, str, os.PathLike, "WeightsEnum"]
 FineTune = None | bool | int
 
 ENCODER_NAMES = ("vgg19", "resnet101", "small", "precomputed")
@@ -232,7 +236,9 @@ class VGG19Encoder(Encoder):
         super().__init__(feature_dim=512, grid=(g, g), image_size=image_size)
         # Only the conv layers are built (the 120M-parameter classifier is never needed); the
         # layer list and the init are torchvision's own, so the state_dict keys line up.
-        features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["E"])
+        from torchvision.models import vgg
+
+        features = vgg.make_layers(vgg.cfgs["E"])
         self.cnn = features[:VGG19_CONV5_4_RELU]
         for m in self.cnn.modules():
             if isinstance(m, nn.Conv2d):
@@ -276,7 +282,9 @@ class ResNet101Encoder(Encoder):
 
     def __init__(self, image_size: int = 224, grid: int = 14) -> None:
         super().__init__(feature_dim=2048, grid=(grid, grid), image_size=image_size)
-        resnet = torchvision.models.resnet101(weights=None)
+        from torchvision.models import resnet101
+
+        resnet = resnet101(weights=None)
         self.cnn = nn.Sequential(
             OrderedDict((n, getattr(resnet, n)) for n in self._TORCHVISION_PARTS)
         )
@@ -402,12 +410,22 @@ class PrecomputedEncoder(Encoder):
 # --------------------------------------------------------------------------------------------
 
 
+def _is_weights_enum(obj: object) -> bool:
+    """Whether ``obj`` is a torchvision weights enum (never, if torchvision was not imported)."""
+    models = sys.modules.get("torchvision.models")
+    return models is not None and isinstance(obj, models.WeightsEnum)
+
+
 def _resolve_weights(arch: str, weights: WeightsSpec) -> WeightsEnum | Path | None:
     """None | torchvision enum | its name ("DEFAULT", "IMAGENET1K_V1") | path of a state_dict."""
     if weights is None:
         return None
-    enum_cls = get_model_weights(arch) if arch in ("vgg19", "resnet101") else None
-    if isinstance(weights, WeightsEnum):
+    enum_cls = None
+    if arch in ("vgg19", "resnet101"):
+        from torchvision.models import get_model_weights
+
+        enum_cls = get_model_weights(arch)
+    if _is_weights_enum(weights):
         if enum_cls is None or not isinstance(weights, enum_cls):
             raise ValueError(f"weights {weights} are not weights of the {arch} encoder")
         return weights
@@ -460,7 +478,7 @@ def build_encoder(
     progress = kw.pop("progress", True)
     resolved = _resolve_weights(name, weights)
     state_dict = None
-    if isinstance(resolved, WeightsEnum):  # download (or fail) before building anything
+    if _is_weights_enum(resolved):  # download (or fail) before building anything
         state_dict = _download_state_dict(resolved, progress=progress)
     if name == "vgg19":
         encoder: Encoder = VGG19Encoder(**kw)

@@ -178,10 +178,13 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
 # units are xdist groups, sent to the workers in collection order. Each test file is one group
 # (its module fixtures are built once), except the chapter notebooks, which test_notebooks.py
 # splits in two halves of about a minute each; the longest units go first.
-LONGEST_FIRST = ("notebooks-trained", "notebooks-alone", "test_notebooks.py", "test_distributed.py")
+LONGEST_FIRST = ("notebooks-trained", "notebooks-alone", "test_bad_inputs.py",
+                 "test_nbgrader_export.py", "test_notebooks.py", "test_distributed.py",
+                 "test_evaluate.py")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     def group(item: pytest.Item) -> str:
         mark = item.get_closest_marker("xdist_group")
         return mark.args[0] if mark and mark.args else item.path.name
@@ -193,4 +196,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(item.path.name))
+        # --dist loadgroup reads an item's group from a "@group" suffix of its node id. xdist
+        # 3.8 writes it into item._nodeid, which pytest 9 no longer reads (the id lives in
+        # item._id): without this, every test was its own unit, and module fixtures were built
+        # again on the other worker (test_evaluate's trained run: twice).
+        if getattr(config.option, "loadgroup", False) and hasattr(item, "_id") and "@" not in item.nodeid:
+            from _pytest.nodeid import coerce_node_id
+
+            item._id = coerce_node_id(f"{item.nodeid}@{group(item)}")
     items.sort(key=rank)  # stable: the order inside each group is kept

@@ -300,3 +300,20 @@ def test_small_default_trainable_and_freezable():
     got = {n for n, g in _grads(enc, 32).items() if g}
     assert got == {"cnn.4.1.weight", "cnn.4.2.weight", "cnn.4.2.bias"}  # last conv + its BN
     assert enc.cnn[4].training and not enc.cnn[3].training
+
+
+def test_the_shapes_path_never_imports_torchvision():
+    """torchvision costs seconds to import (it pulls in torch._dynamo): only VGG-19/ResNet-101
+    need it, so training, evaluating and captioning on Shapes must not import it (every chapter
+    kernel and test process pays for it otherwise)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, sat_core.train, sat_core.evaluate, sat_core.caption, sat_core.viz\n"
+            "from sat_core.encoder import build_encoder\n"
+            "build_encoder('small', image_size=32, channels=8)\n"
+            "assert 'torchvision' not in sys.modules, 'torchvision was imported'\n"
+            "build_encoder('vgg19', image_size=32)\n"
+            "assert 'torchvision' in sys.modules")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,31 +21,36 @@ from sat_core.config import preset
 from sat_core.data.shapes import make_shapes_splits
 from sat_core.decoding import beam_search
 from sat_core.grounding import attention_grounding
-from sat_core.train import train
+from sat_core.train import get_or_train
 from sat_core.viz import plot_training_curves
 
 N_TEST = 8
 
 
+# Kept on disk under one folder of the session, not mktemp: pytest-xdist can tear module fixtures
+# down between two tests of this module (a worker that does not see its next test yet), and the
+# rebuild then finds the finished run (get_or_train) and the report instead of making them again.
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_eval")
+    root = tmp_path_factory.getbasetemp() / "tiny_eval"
     cfg = preset("shapes-soft", n_train=16, n_val=4, n_test=N_TEST, image_size=32,
                  encoder_channels=8, embed_dim=8, hidden_dim=16, attn_dim=8, batch_size=8,
                  epochs=1, max_steps=2, test_metrics="none", progress=False,
                  out_dir=str(root / "run"))
-    result = train(cfg)
-    assert result.best_path is not None and result.best_path.exists()
-    return result
+    best = get_or_train(cfg, root / "run")
+    assert best.exists()
+    return SimpleNamespace(best_path=best, out_dir=root / "run")
 
 
 @pytest.fixture(scope="module")
 def report(tiny_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny_eval_report") / "report.json"
-    rc = evaluate.main(["--checkpoint", str(tiny_run.best_path), "--beam-size", "2",
-                        "--max-len", "6", "--out", str(out), "--no-progress",
-                        "--device", "cpu"])
-    assert rc == 0
+    out = tmp_path_factory.getbasetemp() / "tiny_eval_report" / "report.json"
+    if not out.exists():
+        out.parent.mkdir(exist_ok=True)
+        rc = evaluate.main(["--checkpoint", str(tiny_run.best_path), "--beam-size", "2",
+                            "--max-len", "6", "--out", str(out), "--no-progress",
+                            "--device", "cpu"])
+        assert rc == 0
     return json.loads(out.read_text())
 
 
