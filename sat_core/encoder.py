@@ -57,7 +57,7 @@ class PretrainedWeightsUnavailable(RuntimeError):
         cache_file = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
         super().__init__(
             f"could not download the pretrained weights {weights} from {weights.url} "
-            f"({type(reason).__name__}: {reason}); this machine seems to have no internet access.\n"
+            f"({type(reason).__name__}: {reason}): no internet access, or the address is blocked.\n"
             "What to do, any one of:\n"
             "  1. run with weights=None (random init) -- the Shapes chapters need no pretrained "
             "weights;\n"
