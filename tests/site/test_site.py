@@ -8,7 +8,9 @@ solution text is read from the chapters' sources), and an open stub per exercise
 
 Run with ``make browser-test`` (``python -m sat_core.book browser-test``) after ``make book``;
 plain ``pytest`` never collects this folder (``norecursedirs`` in pyproject.toml). Screenshots of
-every page go to ``_build/screenshots/``.
+every page (its first 4000 pixels), of every result table a chapter's code made
+(``<page>__table<k>.png``) and of chapter 9's stepper before and after a move go to
+``_build/screenshots/``.
 
 Nothing here downloads a browser: Playwright drives Debian's ``/usr/bin/chromium``. Requests
 that leave 127.0.0.1 are blocked, except MathJax's CDN URL (``.../npm/mathjax@3/...``), which is
@@ -163,13 +165,19 @@ ERROR_OUTPUTS = ".output.traceback, .output.stderr, .output.error"
 
 RAW_PIPE_TABLE = re.compile(r"\|\s*:?-{3,}:?\s*\|")  # a "| --- |" rule row, as text
 RAW_TABLE_TEX = re.compile(r"\\\(|\\[A-Za-z]{2,}|\$[^$\s]")
-# Text of every cell output, and of the tables in them (MathJax's assistive copies removed).
+# Text of every cell output, of the tables in them, and of what outputs render as prose
+# (code, tables and MathJax's markup removed): MathJax's assistive copies removed throughout.
 OUTPUT_TEXTS_JS = """() => {
   const text = e => { const c = e.cloneNode(true);
     c.querySelectorAll('mjx-container, mjx-assistive-mml, script, style').forEach(x => x.remove());
     return c.innerText; };
+  const rendered = e => { const c = e.cloneNode(true);
+    c.querySelectorAll('pre, code, table, mjx-container, mjx-assistive-mml, script, style')
+      .forEach(x => x.remove());
+    return c.innerText; };
   return {all: [...document.querySelectorAll('.cell_output')].map(text),
-          tables: [...document.querySelectorAll('.cell_output table')].map(text)};
+          tables: [...document.querySelectorAll('.cell_output table')].map(text),
+          rendered: [...document.querySelectorAll('.cell_output')].map(rendered)};
 }"""
 
 # Visible prose text only: code, outputs and MathJax's own markup removed.
@@ -196,6 +204,56 @@ OPEN_LISTINGS_JS = """() => [...document.querySelectorAll('.cell_output .text_ht
 # Widget outputs that need a live kernel: empty boxes on a static page.
 WIDGET_AREAS_JS = """() => [...document.querySelectorAll('.cell_output')].filter(o =>
   o.querySelector('script[type*="jupyter.widget"], .jupyter-widgets, .widget-area')).length"""
+
+
+def page_defects(page, markdown: str) -> list[str]:
+    """What a reader would see broken on the loaded ``page`` (built from ``markdown``, the text
+    of its source's markdown cells): raw TeX in the prose or in the text an output renders,
+    Markdown tables shown as raw pipe text, raw TeX inside output tables, open library listings,
+    widget areas that need a kernel, the build machine's paths, <tokens> swallowed as HTML tags.
+    One message per defect class found; test_the_checks_catch_every_defect_class feeds it a page
+    with each of them."""
+    problems: list[str] = []
+    raw = sorted(set(RAW_TEX.findall(page.evaluate(PROSE_TEXT_JS))))
+    if raw:
+        problems.append(f"raw LaTeX in the text: {raw[:8]}")
+    outputs = page.evaluate(OUTPUT_TEXTS_JS)
+    raw_out = sorted({m for t in outputs["rendered"] for m in RAW_TEX.findall(t)})
+    if raw_out:
+        problems.append(f"raw LaTeX in rendered outputs: {raw_out[:8]}")
+    raw_tables = [t[:120] for t in outputs["all"] if RAW_PIPE_TABLE.search(t)]
+    if raw_tables:
+        problems.append(f"{len(raw_tables)} output(s) show a Markdown table as raw text, the "
+                        f"first: {raw_tables[0]!r}")
+    raw_in_tables = [t[:120] for t in outputs["tables"] if RAW_TABLE_TEX.search(t)]
+    if raw_in_tables:
+        problems.append(f"raw TeX in {len(raw_in_tables)} output table(s): {raw_in_tables[0]!r}")
+
+    # library listings are folded: no long open listing in an output, every fold closed
+    listings = page.locator("details.sat-listing")
+    opened = page.locator("details.sat-listing[open]").count()
+    if opened:
+        problems.append(f"{opened} of {listings.count()} library listings are open by default")
+    long_open = [n for n in page.evaluate(OPEN_LISTINGS_JS) if n > 40]
+    if long_open:
+        problems.append(f"{len(long_open)} open code listing(s) in the outputs ({long_open} "
+                        "lines): show library code with sat_core.listing.show_source")
+
+    # nothing that only a live kernel can draw, no build-machine path, no swallowed <token>
+    n_widgets = page.evaluate(WIDGET_AREAS_JS)
+    if n_widgets:
+        problems.append(f"{n_widgets} output(s) hold a widget that cannot draw without a kernel")
+    text = page.evaluate("() => (document.querySelector('main') || document.body).innerText")
+    leaked = [p for p in BUILD_PATHS if p in text]
+    if leaked:
+        at = text.index(leaked[0])
+        problems.append(f"build-machine path {leaked[0]!r} on the page: "
+                        f"{text[max(0, at - 60):at + 60]!r}")
+    eaten = sorted(t for t in angle_tokens(markdown) if t not in text)
+    if eaten:
+        problems.append(f"the browser swallowed {eaten} as HTML tags (write them in backticks or "
+                        "as &lt;...&gt;)")
+    return problems
 
 
 def page_markdown(entry: str, sources: Path = ROOT) -> str:
@@ -306,9 +364,6 @@ def test_page(edition, entry, page, site_urls):
         untypeset = page.locator(".math:not(:has(mjx-container))").count()
         if untypeset:
             problems.append(f"{untypeset} of {n_math} math elements were not typeset by MathJax")
-    raw = sorted(set(RAW_TEX.findall(page.evaluate(PROSE_TEXT_JS))))
-    if raw:
-        problems.append(f"raw LaTeX in the text: {raw[:8]}")
 
     # 3. no error output: tracebacks, stderr streams
     n_err = page.locator(ERROR_OUTPUTS).count()
@@ -352,40 +407,9 @@ def test_page(edition, entry, page, site_urls):
             if not links.first.is_visible():
                 problems.append("the launch (rocket) menu does not show the Colab entry")
 
-    # 6. result tables are tables: no raw pipe-table text in any output, no raw TeX inside them
-    outputs = page.evaluate(OUTPUT_TEXTS_JS)
-    raw_tables = [t[:120] for t in outputs["all"] if RAW_PIPE_TABLE.search(t)]
-    if raw_tables:
-        problems.append(f"{len(raw_tables)} output(s) show a Markdown table as raw text, the "
-                        f"first: {raw_tables[0]!r}")
-    raw_in_tables = [t[:120] for t in outputs["tables"] if RAW_TABLE_TEX.search(t)]
-    if raw_in_tables:
-        problems.append(f"raw TeX in {len(raw_in_tables)} output table(s): {raw_in_tables[0]!r}")
-
-    # 7. library listings are folded: no long open listing in an output, every fold closed
-    listings = page.locator("details.sat-listing")
-    opened = page.locator("details.sat-listing[open]").count()
-    if opened:
-        problems.append(f"{opened} of {listings.count()} library listings are open by default")
-    long_open = [n for n in page.evaluate(OPEN_LISTINGS_JS) if n > 40]
-    if long_open:
-        problems.append(f"{len(long_open)} open code listing(s) in the outputs ({long_open} "
-                        "lines): show library code with sat_core.listing.show_source")
-
-    # 8. nothing that only a live kernel can draw, no build-machine path, no swallowed <token>
-    n_widgets = page.evaluate(WIDGET_AREAS_JS)
-    if n_widgets:
-        problems.append(f"{n_widgets} output(s) hold a widget that cannot draw without a kernel")
-    text = page.evaluate("() => (document.querySelector('main') || document.body).innerText")
-    leaked = [p for p in BUILD_PATHS if p in text]
-    if leaked:
-        at = text.index(leaked[0])
-        problems.append(f"build-machine path {leaked[0]!r} on the page: "
-                        f"{text[max(0, at - 60):at + 60]!r}")
-    eaten = sorted(t for t in angle_tokens(page_markdown(entry, sources)) if t not in text)
-    if eaten:
-        problems.append(f"the browser swallowed {eaten} as HTML tags (write them in backticks or "
-                        "as &lt;...&gt;)")
+    # 6-8. the defect classes a reader sees (page_defects): raw tables and TeX, open listings,
+    # widget areas, build-machine paths, swallowed <tokens>
+    problems += page_defects(page, page_markdown(entry, sources))
 
     js_errors = [e for e in page.page_errors if not any(k in e for k in KNOWN_JS_ERRORS)]
     if js_errors:
@@ -399,6 +423,12 @@ def test_page(edition, entry, page, site_urls):
         full_page=True,
         clip={"x": 0, "y": 0, "width": 1280, "height": height},
     )
+    # every result table the page's code made, for review (the page shot stops at 4000 px)
+    tables = page.locator(".cell_output table")
+    for k in range(tables.count()):
+        tables.nth(k).scroll_into_view_if_needed()
+        tables.nth(k).screenshot(path=str(SHOTS / f"{prefix}{entry.replace('/', '__')}__table"
+                                          f"{k + 1}.png"))
     assert not problems, f"{entry}.html:\n  " + "\n  ".join(problems)
 
 
@@ -421,6 +451,8 @@ def test_chapter_9_steps_through_attention_without_a_kernel(page, site_url):
     assert labels.count() >= 3, f"only {labels.count()} words to step through"
     first = page.evaluate(STEPPER_STATE_JS)
     assert first["n"] == 1 and first["caption"].startswith("t = 1:"), first
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    stepper.screenshot(path=str(SHOTS / "09_stepper_word1.png"))  # before and after a move
     labels.nth(2).click()
     third = page.evaluate(STEPPER_STATE_JS)
     assert third["n"] == 1 and third["caption"].startswith("t = 3:"), third
@@ -429,9 +461,52 @@ def test_chapter_9_steps_through_attention_without_a_kernel(page, site_url):
         r.value = 1; r.dispatchEvent(new Event('input')); }""")
     second = page.evaluate(STEPPER_STATE_JS)
     assert second["n"] == 1 and second["caption"].startswith("t = 2:"), second
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    assert second["src"] not in (first["src"], third["src"]), "word 2 shows another word's map"
     stepper.screenshot(path=str(SHOTS / "09_stepper_word2.png"))
 
+
+
+# One page with every defect class the book once had, and the same page repaired.
+LONG_LISTING = "\n".join(f"line {i} of library code" for i in range(50))
+DEFECTS = {
+    "raw LaTeX in the text": "<p>the weights \\alpha_t sum to one</p>",
+    "raw LaTeX in rendered outputs": '<div class="cell_output"><div class="output text_html">'
+                                     "<p>the gate \\beta_t of each word</p></div></div>",
+    "Markdown table as raw text": '<div class="cell_output"><div class="output text_markdown">'
+                                  "<p>| model | BLEU-4 | | --- | --- | | soft | 0.9 |</p></div></div>",
+    "raw TeX in 1 output table": '<div class="cell_output"><table><tr><th>step $t$</th></tr>'
+                                 "<tr><td>1</td></tr></table></div>",
+    "library listings are open": '<div class="cell_output"><details class="sat-listing" open>'
+                                 "<summary>show the code</summary><pre>x = 1</pre></details></div>",
+    "open code listing(s)": '<div class="cell_output"><div class="output text_html"><pre>'
+                            f"{LONG_LISTING}</pre></div></div>",
+    "cannot draw without a kernel": '<div class="cell_output"><script type="application/'
+                                    'vnd.jupyter.widget-view+json">{}</script></div>',
+    "build-machine path": f"<p>saved to {ROOT}/artifacts/ch06/best.pt</p>",
+    "swallowed ['<start>']": "<p>the caption begins with <start> and ends</p>",
+}
+REPAIRED = ('<p>the weights <span class="math">typeset</span> sum to one</p>'
+            '<div class="cell_output"><table><tr><th>step</th></tr><tr><td>1</td></tr></table>'
+            '<details class="sat-listing"><summary>show the code</summary><pre>x = 1</pre>'
+            "</details></div><p>saved to ../artifacts/ch06/best.pt</p>"
+            "<p>the caption begins with &lt;start&gt; and ends</p>")
+
+
+def test_the_checks_catch_every_defect_class(browser):
+    """page_defects reports each defect class on a page that has it (one page per class, so
+    that one check cannot hide behind another), and nothing on the repaired page."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        pg = context.new_page()
+        markdown = "the caption begins with <start> and ends"  # the source of the last two
+        for name, body in DEFECTS.items():
+            pg.set_content(f"<html><body><main>{body}</main></body></html>")
+            found = page_defects(pg, markdown if "<start>" in body else "")
+            assert len(found) == 1 and name in found[0], (name, found)
+        pg.set_content(f"<html><body><main>{REPAIRED}</main></body></html>")
+        assert page_defects(pg, markdown) == []
+    finally:
+        context.close()
 
 # --------------------------------------------------------------------------- the student edition
 
