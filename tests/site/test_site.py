@@ -201,6 +201,14 @@ CODE_OR_MATH = re.compile(r"```.*?```|`[^`]*`|\$\$.*?\$\$|\$[^$]*\$", re.S)
 OPEN_LISTINGS_JS = """() => [...document.querySelectorAll('.cell_output .text_html pre')]
   .filter(p => !p.closest('details:not([open])') && p.offsetParent !== null)
   .map(p => p.innerText.split('\\n').length)"""
+# Displayed equations (MathJax's display containers) wider than the article's text column.
+WIDE_MATH_JS = """() => { const col = document.querySelector('article') || document.body;
+  const right = col.getBoundingClientRect().right + 1;
+  return [...document.querySelectorAll('mjx-container[display="true"]')]
+    .map(m => { const inner = m.firstElementChild || m;
+      return [Math.round(inner.getBoundingClientRect().right - col.getBoundingClientRect().left),
+              Math.round(right - col.getBoundingClientRect().left)]; })
+    .filter(([w, c]) => w > c); }"""
 # Widget outputs that need a live kernel: empty boxes on a static page.
 WIDGET_AREAS_JS = """() => [...document.querySelectorAll('.cell_output')].filter(o =>
   o.querySelector('script[type*="jupyter.widget"], .jupyter-widgets, .widget-area')).length"""
@@ -210,7 +218,7 @@ def page_defects(page, markdown: str) -> list[str]:
     """What a reader would see broken on the loaded ``page`` (built from ``markdown``, the text
     of its source's markdown cells): raw TeX in the prose or in the text an output renders,
     Markdown tables shown as raw pipe text, raw TeX inside output tables, open library listings,
-    widget areas that need a kernel, the build machine's paths, <tokens> swallowed as HTML tags.
+    displayed equations cut off at the column's edge, widget areas that need a kernel, the build machine's paths, <tokens> swallowed as HTML tags.
     One message per defect class found; test_the_checks_catch_every_defect_class feeds it a page
     with each of them."""
     problems: list[str] = []
@@ -238,6 +246,12 @@ def page_defects(page, markdown: str) -> list[str]:
     if long_open:
         problems.append(f"{len(long_open)} open code listing(s) in the outputs ({long_open} "
                         "lines): show library code with sat_core.listing.show_source")
+
+    # no equation cut off at the column's right edge (it overflows, clipped or scrolled)
+    wide = page.evaluate(WIDE_MATH_JS)
+    if wide:
+        problems.append(f"{len(wide)} displayed equation(s) wider than the text column "
+                        f"(width, column): {wide[:3]}")
 
     # nothing that only a live kernel can draw, no build-machine path, no swallowed <token>
     n_widgets = page.evaluate(WIDGET_AREAS_JS)
@@ -483,6 +497,10 @@ DEFECTS = {
     "cannot draw without a kernel": '<div class="cell_output"><script type="application/'
                                     'vnd.jupyter.widget-view+json">{}</script></div>',
     "build-machine path": f"<p>saved to {ROOT}/artifacts/ch06/best.pt</p>",
+    "wider than the text column": '<article style="width: 600px"><mjx-container display="true" '
+                                  'style="display: block; overflow-x: auto"><mjx-math '
+                                  'style="display: inline-block; width: 1400px">x</mjx-math>'
+                                  "</mjx-container></article>",
     "swallowed ['<start>']": "<p>the caption begins with <start> and ends</p>",
 }
 REPAIRED = ('<p>the weights <span class="math">typeset</span> sum to one</p>'
