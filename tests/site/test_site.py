@@ -209,6 +209,11 @@ WIDE_MATH_JS = """() => { const col = document.querySelector('article') || docum
       return [Math.round(inner.getBoundingClientRect().right - col.getBoundingClientRect().left),
               Math.round(right - col.getBoundingClientRect().left)]; })
     .filter(([w, c]) => w > c); }"""
+# Output tables wider than the article's text column (they scroll sideways inside it).
+WIDE_TABLES_JS = """() => { const col = document.querySelector('article') || document.body;
+  const width = col.getBoundingClientRect().width + 1;
+  return [...document.querySelectorAll('.cell_output table')]
+    .map(t => [Math.round(t.scrollWidth), Math.round(width)]).filter(([w, c]) => w > c); }"""
 # Widget outputs that need a live kernel: empty boxes on a static page.
 WIDGET_AREAS_JS = """() => [...document.querySelectorAll('.cell_output')].filter(o =>
   o.querySelector('script[type*="jupyter.widget"], .jupyter-widgets, .widget-area')).length"""
@@ -218,7 +223,8 @@ def page_defects(page, markdown: str) -> list[str]:
     """What a reader would see broken on the loaded ``page`` (built from ``markdown``, the text
     of its source's markdown cells): raw TeX in the prose or in the text an output renders,
     Markdown tables shown as raw pipe text, raw TeX inside output tables, open library listings,
-    displayed equations cut off at the column's edge, widget areas that need a kernel, the build machine's paths, <tokens> swallowed as HTML tags.
+    displayed equations cut off at the column's edge, output tables wider than the column, widget
+    areas that need a kernel, the build machine's paths, <tokens> swallowed as HTML tags.
     One message per defect class found; test_the_checks_catch_every_defect_class feeds it a page
     with each of them."""
     problems: list[str] = []
@@ -252,6 +258,11 @@ def page_defects(page, markdown: str) -> list[str]:
     if wide:
         problems.append(f"{len(wide)} displayed equation(s) wider than the text column "
                         f"(width, column): {wide[:3]}")
+
+    wide_tables = page.evaluate(WIDE_TABLES_JS)
+    if wide_tables:
+        problems.append(f"{len(wide_tables)} output table(s) wider than the text column (width, "
+                        f"column): {wide_tables[:3]}")
 
     # nothing that only a live kernel can draw, no build-machine path, no swallowed <token>
     n_widgets = page.evaluate(WIDGET_AREAS_JS)
@@ -501,6 +512,9 @@ DEFECTS = {
                                   'style="display: block; overflow-x: auto"><mjx-math '
                                   'style="display: inline-block; width: 1400px">x</mjx-math>'
                                   "</mjx-container></article>",
+    "table(s) wider than the text column": '<article style="width: 600px"><div class='
+                                            '"cell_output"><table style="width: 900px"><tr>'
+                                            "<td>1</td></tr></table></div></article>",
     "swallowed ['<start>']": "<p>the caption begins with <start> and ends</p>",
 }
 REPAIRED = ('<p>the weights <span class="math">typeset</span> sum to one</p>'
