@@ -209,11 +209,11 @@ WIDE_MATH_JS = """() => { const col = document.querySelector('article') || docum
       return [Math.round(inner.getBoundingClientRect().right - col.getBoundingClientRect().left),
               Math.round(right - col.getBoundingClientRect().left)]; })
     .filter(([w, c]) => w > c); }"""
-# Output tables wider than the article's text column (they scroll sideways inside it).
-WIDE_TABLES_JS = """() => { const col = document.querySelector('article') || document.body;
-  const width = col.getBoundingClientRect().width + 1;
-  return [...document.querySelectorAll('.cell_output table')]
-    .map(t => [Math.round(t.scrollWidth), Math.round(width)]).filter(([w, c]) => w > c); }"""
+# Output tables wider than the output area that holds them (they scroll sideways inside it).
+WIDE_TABLES_JS = """() => [...document.querySelectorAll('.cell_output table')]
+  .map(t => { const box = t.closest('.output, .cell_output') || t.parentElement;
+    return [Math.round(t.getBoundingClientRect().width), box.clientWidth]; })
+  .filter(([w, c]) => w > c + 1)"""
 # Widget outputs that need a live kernel: empty boxes on a static page.
 WIDGET_AREAS_JS = """() => [...document.querySelectorAll('.cell_output')].filter(o =>
   o.querySelector('script[type*="jupyter.widget"], .jupyter-widgets, .widget-area')).length"""
