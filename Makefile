@@ -51,10 +51,10 @@ browser-test: setup  ## open the built site in headless Chromium, check every ch
 	$(BIN)/python -m sat_core.book browser-test
 
 student: setup  ## write the notebooks without solutions to student/notebooks (commit them: the student site's Colab buttons open them)
-	$(BIN)/python -m sat_core.student notebooks student/notebooks
+	$(BIN)/python -m sat_core.book.student notebooks student/notebooks
 
 nbgrader: setup  ## write an nbgrader course (every chapter's exercises) to _build/nbgrader
-	$(BIN)/python -m sat_core.nbgrader_export notebooks _build/nbgrader --force
+	$(BIN)/python -m sat_core.book.nbgrader_export notebooks _build/nbgrader --force
 
 bench: setup  ## run every benchmark (prints figures and one JSON line each)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -266,20 +266,20 @@ def _html_not_trusted(tmp: Path, before: dict) -> None:
 
 
 CASES: list[Case] = [
-    Case("student: SRC and DST swapped", "sat_core.student", _swapped, "holds solutions"),
-    Case("student: DST above SRC, same names", "sat_core.student", _dst_above_src,
+    Case("student: SRC and DST swapped", "sat_core.book.student", _swapped, "holds solutions"),
+    Case("student: DST above SRC, same names", "sat_core.book.student", _dst_above_src,
          "contains SRC_DIR"),
-    Case("student: DST above SRC, other names", "sat_core.student", _dst_above_src_other_names,
+    Case("student: DST above SRC, other names", "sat_core.book.student", _dst_above_src_other_names,
          "contains SRC_DIR"),
-    Case("student: DST inside SRC", "sat_core.student", _dst_inside_src, "is inside SRC_DIR"),
-    Case("student: DST is SRC", "sat_core.student", _dst_is_src, "is SRC_DIR"),
-    Case("student: DST is a file", "sat_core.student", _dst_is_a_file, "is a file"),
-    Case("student: DST holds an unreadable notebook", "sat_core.student",
+    Case("student: DST inside SRC", "sat_core.book.student", _dst_inside_src, "is inside SRC_DIR"),
+    Case("student: DST is SRC", "sat_core.book.student", _dst_is_src, "is SRC_DIR"),
+    Case("student: DST is a file", "sat_core.book.student", _dst_is_a_file, "is a file"),
+    Case("student: DST holds an unreadable notebook", "sat_core.book.student",
          _unreadable_dst_notebook, "not a readable notebook"),
-    Case("student: a later notebook breaks the convention", "sat_core.student",
+    Case("student: a later notebook breaks the convention", "sat_core.book.student",
          _later_notebook_broken, "02.ipynb, cell 0"),
-    Case("student: SRC missing", "sat_core.student", _missing_src, "is not a folder"),
-    Case("student: no arguments", "sat_core.student", lambda tmp: [],
+    Case("student: SRC missing", "sat_core.book.student", _missing_src, "is not a folder"),
+    Case("student: no arguments", "sat_core.book.student", lambda tmp: [],
          "the following arguments are required"),
     Case("shapes: OUT_DIR not empty", "sat_core.data.shapes", _non_empty_out_dir, "--force"),
     Case("shapes: negative seed", "sat_core.data.shapes",
@@ -345,7 +345,7 @@ def test_html_page_saved_as_the_zip(tmp_path, write_karpathy):
 def test_sat_debug_shows_the_traceback(tmp_path):
     args = _swapped(tmp_path)
     before = tree(tmp_path)
-    proc = run_module("sat_core.student", *args, debug=True)
+    proc = run_module("sat_core.book.student", *args, debug=True)
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "holds solutions" in proc.stderr
     assert tree(tmp_path) == before
 
@@ -354,7 +354,7 @@ def test_sat_debug_shows_the_traceback(tmp_path):
 
 
 def test_student_copy_may_overwrite_an_older_student_copy(tmp_path):
-    from sat_core.student import main
+    from sat_core.book.student import main
 
     write_nb(tmp_path / "notebooks" / "04.ipynb", instructor_notebook())
     write_nb(tmp_path / "out" / "04.ipynb", student_notebook())  # last `make student`
@@ -369,7 +369,7 @@ def test_student_copy_may_overwrite_an_older_student_copy(tmp_path):
     new_markdown_cell(":::{admonition} Answers\n:class: dropdown\nIt is 1.\n:::"),
 ], ids=["tag", "markers", "answers"])
 def test_every_kind_of_solution_is_protected(tmp_path, cell):
-    from sat_core.student import StudentCopyError, make_student_copy
+    from sat_core.book.student import StudentCopyError, make_student_copy
 
     write_nb(tmp_path / "src" / "a.ipynb", student_notebook())
     dst = write_nb(tmp_path / "dst" / "a.ipynb", new_notebook(cells=[cell]))

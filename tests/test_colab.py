@@ -31,8 +31,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from sat_core.book import NotebookFailed, execute_notebook
-from sat_core.repository import PATTERNS, read_repository
+from sat_core.book.build import NotebookFailed, execute_notebook
+from sat_core.book.repository import PATTERNS, read_repository
 
 pytestmark = [pytest.mark.colab, pytest.mark.slow]
 

@@ -1,7 +1,7 @@
-"""``python -m sat_core.grade``: a class of generated chapter-4 submissions, graded once.
+"""``python -m sat_core.book.grade``: a class of generated chapter-4 submissions, graded once.
 
 The submissions are made from the real notebook: the instructor's copy (all correct), the student
-copy of :mod:`sat_core.student` (nothing attempted), and edits of the instructor's exercise cells
+copy of :mod:`sat_core.book.student` (nothing attempted), and edits of the instructor's exercise cells
 (a wrong answer, an endless loop, a crash, a missing check call), plus a notebook that is not JSON
 and a student who submitted nothing.
 """
@@ -18,8 +18,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell
 
-from sat_core.grade import GradeError, exercises_of, find_cell, main, points_of, setup_imports
-from sat_core.student import student_notebook
+from sat_core.book.grade import GradeError, exercises_of, find_cell, main, points_of, setup_imports
+from sat_core.book.student import student_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER = "04_soft_attention.ipynb"
@@ -163,7 +163,7 @@ def test_exercises_and_points_come_from_the_instructor_notebooks():
 
 
 def test_command_line_help_and_one_line_errors(tmp_path):
-    run = [sys.executable, "-m", "sat_core.grade"]
+    run = [sys.executable, "-m", "sat_core.book.grade"]
     helped = subprocess.run(run + ["--help"], capture_output=True, text=True, cwd=ROOT)
     assert helped.returncode == 0 and "SUBMISSIONS_DIR" in helped.stdout
     assert "not attempted" in " ".join(helped.stdout.split())

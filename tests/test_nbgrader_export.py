@@ -15,8 +15,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from sat_core.grade import Exercise, exercises_of
-from sat_core.nbgrader_export import (
+from sat_core.book.grade import Exercise, exercises_of
+from sat_core.book.nbgrader_export import (
     NBGRADER_BEGIN,
     NBGRADER_END,
     NbgraderExportError,

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from sat_core.book import (
+from sat_core.book.build import (
     BookError,
     NotebookFailed,
     chapter_notebooks,

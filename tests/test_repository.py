@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sat_core.book import main as book_main
-from sat_core.repository import (
+from sat_core.book.build import main as book_main
+from sat_core.book.repository import (
     Repository,
     RepositoryError,
     disagreements,
@@ -23,7 +23,7 @@ from sat_core.repository import (
     rewrite_config,
     set_repository,
 )
-from sat_core.student import student_copy_drift
+from sat_core.book.student import student_copy_drift
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

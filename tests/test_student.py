@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from sat_core.student import (
+from sat_core.book.student import (
     ANSWERS_NOTE,
     PLACEHOLDER,
     StudentCopyError,

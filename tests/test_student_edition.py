@@ -14,7 +14,7 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from sat_core.book import (
+from sat_core.book.build import (
     STUDENT,
     STUDENT_NOTE,
     BookError,
@@ -24,8 +24,8 @@ from sat_core.book import (
     stage_student,
     student_config,
 )
-from sat_core.book import main as book_main
-from sat_core.student import (
+from sat_core.book.build import main as book_main
+from sat_core.book.student import (
     ANSWERS_NOTE,
     PLACEHOLDER,
     STUDENT_DIR,

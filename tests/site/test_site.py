@@ -14,7 +14,7 @@ every page (its first 4000 pixels), of every result table a chapter's code made
 
 Nothing here downloads a browser: Playwright drives Debian's ``/usr/bin/chromium``. Requests
 that leave 127.0.0.1 are blocked, except MathJax's CDN URL (``.../npm/mathjax@3/...``), which is
-answered from the copy that ``sat_core.book.ensure_mathjax`` unpacked into ``_build/mathjax``
+answered from the copy that ``sat_core.book.build.ensure_mathjax`` unpacked into ``_build/mathjax``
 (fetched once with ``npm pack mathjax@3``).
 """
 
@@ -34,8 +34,8 @@ import nbformat
 import pytest
 import yaml
 
-from sat_core.book import STUDENT, BookError, ensure_mathjax, resolve_entry, toc_entries
-from sat_core.student import (
+from sat_core.book.build import STUDENT, BookError, ensure_mathjax, resolve_entry, toc_entries
+from sat_core.book.student import (
     ANSWERS_NOTE,
     BEGIN,
     PLACEHOLDER,
@@ -578,7 +578,7 @@ def shown_outside_solutions(entry: str) -> str:
 @pytest.mark.parametrize("entry", CHAPTERS)
 def test_student_page_shows_open_exercises_and_no_solution(entry, page, site_urls):
     """The solution text of the chapter's source (each solution line, each run of answer prose:
-    :func:`sat_core.student.solution_snippets`) is on the book's page and nowhere on the student
+    :func:`sat_core.book.student.solution_snippets`) is on the book's page and nowhere on the student
     edition's; no answer dropdown there either; each exercise shows its open stub, unfolded."""
     source = nbformat.read(ROOT / f"{entry}.ipynb", as_version=4)
     elsewhere = shown_outside_solutions(entry)

@@ -1,26 +1,26 @@
-"""An nbgrader course from the chapter notebooks: ``python -m sat_core.nbgrader_export``.
+"""An nbgrader course from the chapter notebooks: ``python -m sat_core.book.nbgrader_export``.
 
-``python -m sat_core.nbgrader_export notebooks COURSE_DIR [--assignment NAME] [--chapters 04 05]``
-writes ``COURSE_DIR/source/NAME/NN_name.ipynb`` (nbgrader's source folder, the instructor's
-version) and, when missing, a minimal ``COURSE_DIR/nbgrader_config.py``. Then, in COURSE_DIR,
-``nbgrader generate_assignment NAME`` makes the student version (``release/``) and
+``python -m sat_core.book.nbgrader_export notebooks COURSE_DIR [--assignment NAME]
+[--chapters 04 05]`` writes ``COURSE_DIR/source/NAME/NN_name.ipynb`` (nbgrader's source folder,
+the instructor's version) and, when missing, a minimal ``COURSE_DIR/nbgrader_config.py``. Then,
+in COURSE_DIR, ``nbgrader generate_assignment NAME`` makes the student version (``release/``) and
 ``nbgrader autograde NAME`` grades ``submitted/STUDENT/NAME/``.
 
 Each book notebook becomes an nbgrader notebook (cell metadata schema 3):
 
-* an exercise cell (tagged ``solution``, ending with ``check_X(my_fn)``, see ``sat_core.grade``)
-  is split in two: the answer cell -- the cell without its check call, with the book's
-  ``# BEGIN SOLUTION`` / ``# END SOLUTION`` lines rewritten as nbgrader's ``### BEGIN SOLUTION``
-  / ``### END SOLUTION`` (``generate_assignment`` replaces the region by ``raise
-  NotImplementedError()``) -- marked ``solution`` (editable, not graded), and an autograded test
-  cell, ``from sat_core.exercises import check_X`` + ``check_X(my_fn)``, marked ``grade`` and
+* an exercise cell (tagged ``solution``, ending with ``check_X(my_fn)``, see
+  ``sat_core.book.grade``) is split in two: the answer cell -- the cell without its check call, with
+  the book's ``# BEGIN SOLUTION`` / ``# END SOLUTION`` lines rewritten as nbgrader's
+  ``### BEGIN SOLUTION`` / ``### END SOLUTION`` (``generate_assignment`` replaces the region by
+  ``raise NotImplementedError()``) -- marked ``solution`` (editable, not graded), and an autograded
+  test cell, ``from sat_core.exercises import check_X`` + ``check_X(my_fn)``, marked ``grade`` and
   ``locked`` with the exercise's points (its metadata ``sat.points``, 1 when absent). The checks
   raise ``ExerciseFailed`` on a wrong, unattempted or crashing answer, so the test cell ends in an
   error and nbgrader gives it 0 points; it gets all of them when the check passes. The test cell
   imports its check itself: an answer cell whose import was deleted still gets graded.
 * the folded answers of the "think" exercises (``:::{admonition} Answers`` blocks) are removed
-  from the markdown (as in the student copy of ``sat_core.student``): nbgrader has no place for an
-  answer that is shown but not graded.
+  from the markdown (as in the student copy of ``sat_core.book.student``): nbgrader has no place
+  for an answer that is shown but not graded.
 * every other cell is read-only (``locked``): nbgrader's autograde restores it from the source, so
   what a submission changed there (the parameters, say) does not count.
 * the ``parameters`` cell gets the smoke values ``smoke = True``, ``device = "cpu"`` (the sizes
@@ -29,8 +29,8 @@ Each book notebook becomes an nbgrader notebook (cell metadata schema 3):
   chapters 6-9: minutes per submission).
 * ``--exercises-only`` keeps only the exercises (:func:`exercise_cells`: the title, the Colab
   install cell, each exercise's statement, answer and test cells) and one read-only cell of the
-  chapter's imports they read -- the same assumption as ``sat_core.grade``: an exercise relies on
-  the notebook's imports only. The chapter itself is in the book; autograde then runs a notebook
+  chapter's imports they read -- the same assumption as ``sat_core.book.grade``: an exercise relies
+  on the notebook's imports only. The chapter itself is in the book; autograde then runs a notebook
   in about the time it takes to start a kernel and import torch, not the chapter's (chapter 4 on
   2 busy cores: under 10 s a submission instead of about 25 s). Every chapter's reference answers
   get all their points this way under nbgrader's autograde (checked by hand for chapters 2-10).
@@ -52,9 +52,9 @@ from typing import Any
 import nbformat
 from nbformat.v4 import new_code_cell
 
+from sat_core.book.grade import Exercise, exercises_of, names_used, setup_imports
+from sat_core.book.student import BEGIN, END, TOGGLE_TAGS, strip_answers
 from sat_core.errors import ArgumentParser, UserError, command
-from sat_core.grade import Exercise, exercises_of, names_used, setup_imports
-from sat_core.student import BEGIN, END, TOGGLE_TAGS, strip_answers
 
 DEFAULT_ASSIGNMENT = "show_attend_tell"
 SMOKE_PARAMETERS: dict[str, Any] = {"smoke": True, "device": "cpu"}
@@ -64,7 +64,10 @@ SCHEMA_VERSION = 3
 ASSIGNMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 CELL_TIMEOUT = 600  # seconds nbgrader's autograde lets one cell run (its default, 30, is short)
 
-CONFIG_TEXT = f'''"""The course's nbgrader configuration (python -m sat_core.nbgrader_export)."""
+CONFIG_TEXT = f'''"""The course's nbgrader configuration.
+
+Written by python -m sat_core.book.nbgrader_export.
+"""
 
 import os
 
@@ -197,7 +200,7 @@ def exercise_cells(nb: nbformat.NotebookNode) -> list[int]:
 
 
 def _setup_cell(nb: nbformat.NotebookNode) -> str:
-    """The chapter's import statements the exercise cells read (``sat_core.grade``'s setup)."""
+    """The chapter's import statements the exercise cells read (``sat_core.book.grade``'s setup)."""
     needed = set().union(*(names_used(c.source) for c in nb.cells if _is_exercise(c)))
     others = copy.copy(nb)
     others.cells = [c for c in nb.cells if c.cell_type == "code" and not _is_exercise(c)]
@@ -345,9 +348,9 @@ def _validate_with_nbgrader(nb: nbformat.NotebookNode, name: str) -> None:
 
 @command(NbgraderExportError, OSError)
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m sat_core.nbgrader_export NOTEBOOKS_DIR COURSE_DIR``; user errors are one line."""
+    """``python -m sat_core.book.nbgrader_export NOTEBOOKS_DIR COURSE_DIR``; errors: one line."""
     parser = ArgumentParser(
-        prog="python -m sat_core.nbgrader_export",
+        prog="python -m sat_core.book.nbgrader_export",
         description="Write an nbgrader source folder from the book's notebooks: "
         "COURSE_DIR/source/ASSIGNMENT/NN_name.ipynb with each exercise's solution between "
         "nbgrader's '### BEGIN SOLUTION' / '### END SOLUTION' markers and its check as an "

@@ -25,14 +25,15 @@ starts with "Answer"::
 In the student copy each such block becomes one line, :data:`ANSWERS_NOTE`; the rest of the cell
 (the exercise's text) stays.
 
-``python -m sat_core.student SRC_DIR DST_DIR`` writes the copy. It refuses a DST_DIR that is
+``python -m sat_core.book.student SRC_DIR DST_DIR`` writes the copy. It refuses a DST_DIR that is
 SRC_DIR, inside it or above it, and never overwrites a notebook that holds solutions
 (:func:`holds_solutions`): swapping the two folders cannot wipe the instructor's copy.
 
 ``make student`` writes it to :data:`STUDENT_DIR` ``/notebooks/``, which is committed: the Colab
-buttons of the student edition of the site (``_build/html-student``, :mod:`sat_core.book`) open
-those files from GitHub, so they must be on the published branch. :func:`student_copy_drift`
-(``tests/test_student.py``) lists every committed copy that no longer matches ``notebooks/``.
+buttons of the student edition of the site (``_build/html-student``,
+:mod:`sat_core.book.build`) open those files from GitHub, so they must be on the published
+branch. :func:`student_copy_drift` (``tests/test_student.py``) lists every committed copy that
+no longer matches ``notebooks/``.
 
 The student edition's pages are the *executed* notebooks of the book with the same changes
 (``student_notebook(nb, keep_outputs=True)``): every other cell keeps its outputs, a solution
@@ -325,9 +326,9 @@ def solution_snippets(nb: nbformat.NotebookNode) -> list[str]:
 
 @command(StudentCopyError, OSError)
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m sat_core.student SRC_DIR DST_DIR``; a user error is one line, status 2."""
+    """``python -m sat_core.book.student SRC_DIR DST_DIR``; a user error is one line, status 2."""
     parser = ArgumentParser(
-        prog="python -m sat_core.student",
+        prog="python -m sat_core.book.student",
         description="Copy the notebooks of SRC_DIR to DST_DIR with every exercise solution "
         "(# BEGIN SOLUTION ... # END SOLUTION in cells tagged 'solution') replaced by "
         'raise NotImplementedError("Your code here"), and every folded ":::{admonition} '

@@ -1,4 +1,4 @@
-"""Grade a class: ``python -m sat_core.grade SUBMISSIONS_DIR --out grades.csv``.
+"""Grade a class: ``python -m sat_core.book.grade SUBMISSIONS_DIR --out grades.csv``.
 
 Submissions are laid out like nbgrader's ``submitted`` folder: ``SUBMISSIONS_DIR/STUDENT/`` holds
 the student's chapter notebooks ``NN_name.ipynb`` (at any depth, so
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 STATUSES = ("passed", "failed", "not attempted", "error", "timeout")
 FIELDS = ("student", "notebook", "exercise", "points", "max_points", "status", "feedback")
 SUMMARY_FIELDS = ("student", "points", "max_points", "percent") + STATUSES
-SOURCE_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+SOURCE_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 SOLUTION_TAG = "solution"
 FEEDBACK_CHARS = 4000  # longer feedback (a runaway print, a huge repr) is cut
 
@@ -531,9 +531,9 @@ def _default_jobs() -> int:
 
 @command(GradeError, OSError)
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m sat_core.grade SUBMISSIONS_DIR --out grades.csv``; a user error is one line."""
+    """``python -m sat_core.book.grade SUBMISSIONS_DIR --out grades.csv``; user errors: one line."""
     parser = ArgumentParser(
-        prog="python -m sat_core.grade",
+        prog="python -m sat_core.book.grade",
         description="Grade every exercise of every notebook in SUBMISSIONS_DIR/STUDENT/ "
         "(NN_name.ipynb, as in nbgrader's submitted folder), each in its own process with a time "
         "limit, against the checks and points of the instructor's notebooks. Writes one CSV row "

@@ -12,7 +12,7 @@
    papermill outputs) with ``-W -n --keep-going``; the site lands in ``_build/html``.
 
 4. build the student edition into ``_build/html-student`` (:func:`build_student`): the executed
-   notebooks of step 2 without solutions (:func:`sat_core.student.student_notebook` with
+   notebooks of step 2 without solutions (:func:`sat_core.book.student.student_notebook` with
    ``keep_outputs``: nothing is executed again), staged in ``_build/stage-student`` with the same
    ``_config.yml``, ``_toc.yml`` and pages, except that the Colab buttons open the committed
    student notebooks (``student/notebooks/``, written by ``make student``), the instructor's
@@ -25,7 +25,7 @@ the chapters in order lets chapter 6's checkpoint serve chapters 8-9, in the boo
 
 ``python -m sat_core.book set-repository URL [--branch B]`` points the book at its public
 repository: ``_config.yml`` holds the setting, every copy is rewritten (see
-:mod:`sat_core.repository`).
+:mod:`sat_core.book.repository`).
 
 ``python -m sat_core.book browser-test`` opens the built site in headless Chromium
 (``tests/site/test_site.py``, run by pytest). MathJax normally comes from a CDN; the test serves a
@@ -53,7 +53,7 @@ import yaml
 
 from sat_core.errors import report
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KERNEL_NAME = "python3"
 CELL_TIMEOUT_S = 4 * 3600  # per cell: chapter 10 trains for real on a GPU
 STAGE_LINKS = ("artifacts", "data")  # shared with the sources, never copied
@@ -531,11 +531,11 @@ copy of the book.
 
 def student_config(text: str) -> str:
     """The student edition's ``_config.yml``: the same settings, the title marked as the student
-    edition, and ``repository: path_to_book`` moved into :data:`sat_core.student.STUDENT_DIR`, so
-    a chapter's Colab button opens ``student/notebooks/NN.ipynb`` of the same repository and
-    branch (Jupyter Book builds ``{colab}/github/{org}/{repo}/blob/{branch}/{path_to_book}/
-    {page}.ipynb``)."""
-    from sat_core.student import STUDENT_DIR
+    edition, and ``repository: path_to_book`` moved into
+    :data:`sat_core.book.student.STUDENT_DIR`, so a chapter's Colab button opens
+    ``student/notebooks/NN.ipynb`` of the same repository and branch (Jupyter Book builds
+    ``{colab}/github/{org}/{repo}/blob/{branch}/{path_to_book}/{page}.ipynb``)."""
+    from sat_core.book.student import STUDENT_DIR
 
     config = yaml.safe_load(text) or {}
     repo = config.get("repository")
@@ -550,7 +550,7 @@ def student_config(text: str) -> str:
 
 def student_guide(instructors_md: str) -> str:
     """The page that replaces the instructor's guide in the student edition (same title)."""
-    from sat_core.student import STUDENT_DIR
+    from sat_core.book.student import STUDENT_DIR
 
     m = re.search(r"^# (.+)$", instructors_md, flags=re.M)
     return STUDENT_GUIDE.format(title=m.group(1).strip() if m else "For instructors",
@@ -567,7 +567,7 @@ def with_student_note(page_md: str) -> str:
 def stage_student(stage: Stage, student: Stage) -> dict[str, int]:
     """Copy the executed ``stage`` into ``student``'s folder as the student edition.
 
-    Chapters: :func:`sat_core.student.student_notebook` with ``keep_outputs`` (solutions and
+    Chapters: :func:`sat_core.book.student.student_notebook` with ``keep_outputs`` (solutions and
     their outputs, answer dropdowns and toggle tags removed; every other output kept). Pages:
     ``book/instructors.md`` replaced by :func:`student_guide`, the root page given
     :data:`STUDENT_NOTE`; ``_config.yml`` by :func:`student_config`. Links (``artifacts``,
@@ -575,7 +575,7 @@ def stage_student(stage: Stage, student: Stage) -> dict[str, int]:
     """
     import nbformat
 
-    from sat_core.student import student_notebook
+    from sat_core.book.student import student_notebook
 
     src, dst = stage.dir, student.dir
     entries = toc_entries(src) if (src / "_toc.yml").exists() else []
@@ -614,7 +614,7 @@ def build_student(root: Path = ROOT, *, strict: bool = True) -> Path:
     Warns when the committed student notebooks that its Colab buttons open
     (``student/notebooks/``) do not match ``notebooks/`` (``make student`` updates them).
     """
-    from sat_core.student import student_copy_drift
+    from sat_core.book.student import student_copy_drift
 
     root = Path(root).resolve()
     stage = Stage(root, root / "_build")
@@ -704,7 +704,7 @@ def _clean(paths: Sequence[Path]) -> int:
 
 
 def add_set_repository_parser(sub: Any) -> argparse.ArgumentParser:
-    """The ``set-repository URL [--branch B]`` subcommand (see :mod:`sat_core.repository`)."""
+    """The ``set-repository URL [--branch B]`` subcommand (see :mod:`sat_core.book.repository`)."""
     r = sub.add_parser(
         "set-repository",
         help="point the book at its public GitHub repository: _config.yml (Colab buttons), "
@@ -719,8 +719,8 @@ def add_set_repository_parser(sub: Any) -> argparse.ArgumentParser:
 def set_repository_command(args: argparse.Namespace) -> int:
     """Run ``set-repository``: list what changed; a bad URL or branch is one ``error:`` line,
     exit status 2."""
+    from sat_core.book.repository import RepositoryError, read_repository, set_repository
     from sat_core.errors import report
-    from sat_core.repository import RepositoryError, read_repository, set_repository
 
     try:
         changed = set_repository(args.root, args.url, args.branch)
