@@ -381,16 +381,14 @@ def beam_search(
         start_id, end_id: ids of ``<start>`` and ``<end>``.
         length_norm: rank candidates by ``log_prob / num_steps ** length_norm`` (0 = plain sum).
         mode: ``"soft"``, or ``"hard-argmax"`` / ``"hard-expect"`` for hard-attention models.
-        n_best: None -> the best hypothesis per image (``list[Hypothesis]``); an int -> the
-            ``n_best`` best per image, best first (``list[list[Hypothesis]]``; at most
-            ``beam_size`` exist).
+        n_best: None -> the best hypothesis per image; an int -> the ``n_best`` best per image,
+            best first (``list[list[Hypothesis]]``; at most ``beam_size`` exist).
         suppress_ids: word ids never emitted (besides ``<start>``, which never is).
 
-    Slot j of image b lives in row ``b * k + j`` of every ``(B*k, ...)`` tensor; the annotation
-    vectors stay ``(B, L, D)``, one copy per image that its k beams share. A slot that is
-    finished, or was never filled, carries score -inf, so its candidates are never chosen. An image
-    whose k places are all finished is done; once a quarter of the images in the batch are done,
-    their rows are dropped from every tensor (``active`` lists the images still searching).
+    Slot j of image b is row ``b * k + j`` of every ``(B*k, ...)`` tensor (the first step, with one
+    hypothesis per image, runs on B rows); the annotation vectors stay ``(B, L, D)``, shared by the
+    image's k beams. A finished or never filled slot scores -inf, so it is never chosen; once a
+    quarter of the images have all k places finished, their rows are dropped (``active``).
     """
     _check_args(a, beam_size, max_len, mode)
     banned = sorted({start_id, *suppress_ids})
@@ -400,17 +398,19 @@ def beam_search(
     history: list[_Step] = []
     with _eval_mode(decoder):
         ann = decoder.precompute(a)  # a_i, W_a a_i once per image (B, L, ...), shared by its beams
-        state = _rows(decoder.init_state(a), batch, lambda x: x.repeat_interleave(k, dim=0))
-        y = torch.full((batch * k,), start_id, dtype=torch.long, device=device)
+        state = decoder.init_state(a)  # one row per image until the first step has run
+        y = torch.full((batch,), start_id, dtype=torch.long, device=device)
         dtype = torch.promote_types(a.dtype, torch.float32)  # scores in at least float32
         scores = torch.full((batch, k), -math.inf, device=device, dtype=dtype)
         scores[:, 0] = 0.0  # one empty hypothesis per image
         capacity = torch.full((batch, 1), k, device=device)  # k minus the finished, per image
         active = torch.arange(batch, device=device)  # the images still searching
         rank = torch.arange(k, device=device)[None, :]
-        for _ in range(max_len):
+        for t in range(max_len):
             n = active.shape[0]
             out = decoder.step(y, state, ann, mode=mode)
+            if t == 0:  # each image has one (empty) hypothesis: its step, copied to the k slots
+                out = _rows(out, batch, lambda x: x.repeat_interleave(k, dim=0))
             logp = _log_probs(out.logits, banned)  # (n*k, K)
             num_words = logp.shape[1]
             cand = (scores.view(-1, 1) + logp).view(n, k * num_words)
