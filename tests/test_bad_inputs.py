@@ -300,6 +300,17 @@ CASES: list[Case] = [
          lambda tmp: ["--grad-clip", "-1", "--out-dir", tmp / "run"], "--grad-clip"),
     Case("book: clean a notebook that is not JSON", "sat_core.book",
          _dirty_and_broken_notebooks, "bad.ipynb is not a readable notebook"),
+    Case("book: unknown subcommand", "sat_core.book", lambda tmp: ["frobnicate"],
+         "invalid choice: 'frobnicate'"),
+    Case("book: --timeout not a number", "sat_core.book",
+         lambda tmp: ["build", "--timeout", "soon"], "invalid float value: 'soon'"),
+    Case("grade: SUBMISSIONS_DIR missing", "sat_core.grade",
+         lambda tmp: [tmp / "submitted", "--out", tmp / "grades.csv"], "is not a folder"),
+    Case("grade: no notebooks", "sat_core.grade",
+         lambda tmp: [(tmp / "submitted" / "ann").mkdir(parents=True) or tmp / "submitted",
+                      "--out", tmp / "grades.csv"], "no notebooks in"),
+    Case("nbgrader_export: NOTEBOOKS_DIR missing", "sat_core.nbgrader_export",
+         lambda tmp: [tmp / "notebooks", tmp / "course"], "is not a folder"),
     Case("download: unknown dataset", "sat_core.data.download",
          lambda tmp: ["imagenet", "--root", tmp / "data"], "invalid choice"),
     Case("download: mirror unreachable", "sat_core.data.download",
@@ -348,6 +359,37 @@ def test_sat_debug_shows_the_traceback(tmp_path):
     proc = run_module("sat_core.student", *args, debug=True)
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "holds solutions" in proc.stderr
     assert tree(tmp_path) == before
+
+
+# One bad input per command, with SAT_DEBUG=1: main lets the error out, so `python -m ...` prints
+# the traceback for a bug report; the same inputs are one line without it (CASES above).
+DEBUG_CASES: list[tuple[str, Callable[[Path], list[object]], str]] = [
+    ("sat_core.student", _swapped, "holds solutions"),
+    ("sat_core.data.shapes", _non_empty_out_dir, "--force"),
+    ("sat_core.caption", _missing_checkpoint, "none.pt"),
+    ("sat_core.evaluate", lambda tmp: ["--checkpoint", tmp / "none.pt"], "none.pt"),
+    ("sat_core.train", lambda tmp: ["--grad-clip", "-1", "--out-dir", tmp / "run"],
+     "--grad-clip"),
+    ("sat_core.data.download", lambda tmp: ["flickr8k", "--root", tmp / "data", "--mirror",
+                                            (tmp / "gone").as_uri(), "--no-progress"], "failed"),
+    ("sat_core.book", _dirty_and_broken_notebooks, "bad.ipynb is not a readable notebook"),
+    ("sat_core.grade", lambda tmp: [tmp / "submitted", "--out", tmp / "g.csv"], "submitted"),
+    ("sat_core.nbgrader_export", lambda tmp: [tmp / "notebooks", tmp / "course"], "notebooks"),
+]
+
+
+@pytest.mark.parametrize(("module", "setup", "message"), DEBUG_CASES,
+                         ids=[c[0].rsplit(".", 1)[1] for c in DEBUG_CASES])
+def test_sat_debug_lets_every_command_show_the_traceback(module, setup, message, tmp_path,
+                                                         monkeypatch, capsys):
+    args = [str(a) for a in setup(tmp_path)]
+    before = tree(tmp_path)
+    monkeypatch.setenv("SAT_DEBUG", "1")
+    with pytest.raises(Exception, match=message.replace(".", r"\.")) as info:
+        importlib.import_module(module).main(args)
+    assert not isinstance(info.value, SystemExit)
+    assert "error:" not in capsys.readouterr().err  # the traceback instead of the line
+    _no_new_files(tmp_path, before)  # nothing lost, no file left behind
 
 
 # ------------------------------------------------------------------------------ the student
