@@ -1102,7 +1102,20 @@ def _missing_image(root: Path) -> str:
     return "1000268201_00abcdef.png: file not found"
 
 
-@pytest.mark.parametrize("damage", [_latin1_json, _missing_image])
+def _malformed_json(root: Path) -> str:
+    path = root / "flickr8k" / "dataset_flickr8k.json"
+    path.write_text(path.read_text()[:-40])  # cut short: a download or an edit that stopped
+    return f"{path} is not valid JSON"
+
+
+def _json_without_images(root: Path) -> str:
+    path = root / "flickr8k" / "dataset_flickr8k.json"
+    path.write_text(json.dumps({"dataset": "flickr8k"}))
+    return "'images'"
+
+
+@pytest.mark.parametrize("damage", [_latin1_json, _missing_image, _malformed_json,
+                                    _json_without_images])
 def test_a_broken_dataset_is_one_line_naming_the_file(damage, tiny_data_root, tmp_path, capsys):
     import sat_core.train as tr
 
@@ -1116,6 +1129,35 @@ def test_a_broken_dataset_is_one_line_naming_the_file(damage, tiny_data_root, tm
     assert status == 2 and lines[-1].startswith("error: ") and message in lines[-1], err
     assert "Traceback" not in err
     _no_new_files(tmp_path, before)  # the feature cache's half-built folder is gone too
+
+
+def test_offline_pretrained_weights_are_one_line_in_the_command_s_terms(tiny_data_root, tmp_path,
+                                                                       capsys, monkeypatch):
+    # the case: --encoder vgg19 on a machine without internet and no cached weights
+    import urllib.error
+
+    import torch
+
+    import sat_core.train as tr
+
+    def offline(url, dst, *args, **kw):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    before = tree(tmp_path)
+    status = tr.main(["--dataset", "flickr8k", "--data-root", str(tiny_data_root),
+                      "--encoder", "vgg19", "--encoder-weights", "default", "--image-size", "32",
+                      "--out-dir", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert status == 2 and "Traceback" not in err, err
+    assert [ln for ln in lines if not ln.startswith("Downloading: ")] == lines[-1:], err  # torch's
+    assert lines[-1].startswith("error: could not download the pretrained weights VGG19_"), err
+    assert " — " in lines[-1] and "Temporary failure in name resolution" in lines[-1]
+    assert "--encoder-weights none" in lines[-1] and "weights=None" not in lines[-1]
+    assert "--encoder-weights /path/to/vgg19-dcbb9e9d.pth" in lines[-1]
+    _no_new_files(tmp_path, before)  # no run folder, no feature cache, no half-written weights
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "plateau"])
