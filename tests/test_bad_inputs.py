@@ -738,6 +738,21 @@ def _read_only_out_dir(tmp: Path) -> list[str]:
     return ["--out-dir", str(tmp / "ro" / "run")]
 
 
+def deny_writes_under(folder: Path, monkeypatch) -> None:
+    """Creating a file under ``folder`` fails with EACCES, as the kernel answers a user (root,
+    who runs CI's containers, may write into a folder without write permission)."""
+    import errno
+
+    real_open = os.open
+
+    def guarded(path, flags, *args, **kw):
+        if flags & os.O_CREAT and Path(path).is_relative_to(folder):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, flags, *args, **kw)
+
+    monkeypatch.setattr(os, "open", guarded)
+
+
 def _locked_out_dir(tmp: Path) -> list[str]:
     (tmp / "run").mkdir()  # a run in progress: this very process holds the lock
     (tmp / "run" / ".lock").write_text(json.dumps({"pid": os.getpid(), "started": "now"}))
@@ -778,8 +793,8 @@ def test_bad_training_option_is_refused_before_any_work(setup, message, tmp_path
                                                         monkeypatch):
     import sat_core.train as tr
 
-    if setup is _read_only_out_dir and os.geteuid() == 0:
-        pytest.skip("root writes into read-only folders")
+    if setup is _read_only_out_dir and os.geteuid() == 0:  # root writes anywhere: as for a user
+        deny_writes_under(tmp_path / "ro", monkeypatch)
 
     def trap(cfg):
         raise AssertionError("the data were loaded before the options were checked")
@@ -1199,6 +1214,39 @@ def test_resumed_schedules_take_the_new_rate_and_decay(schedule):
         assert (sched2.factor, sched2.patience) == (0.2, 7)
     assert group["initial_lr"] == 0.003 and group["weight_decay"] == 0.1
     assert optim.baseline.momentum == 0.5
+
+
+def test_a_disk_that_fills_up_during_a_save_loses_nothing(tmp_path, capsys, monkeypatch):
+    # a real run whose second checkpoint save hits a full disk half-way through torch.save
+    import errno
+
+    import torch
+
+    import sat_core.train as tr
+    from sat_core.checkpoint import load_checkpoint
+
+    real_save, saves = torch.save, []
+
+    def fills_up(obj, f, *args, **kw):
+        saves.append(1)
+        if len(saves) < 2:
+            return real_save(obj, f, *args, **kw)
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", fills_up)
+    out = tmp_path / "run"
+    status = tr.main([*TINY_RUN, "--max-steps", "4", "--checkpoint-every", "1", "--out-dir",
+                      str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(saves) == 2, err
+    assert err[-1].startswith("error: ") and "free some disk space" in err[-1], err
+    assert "--resume" in err[-1] and not any("Traceback" in ln for ln in err)
+    assert load_checkpoint(out / "last.pt")["step"] == 1  # the first save is intact
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no .tmp, lock
+    monkeypatch.setattr(torch, "save", real_save)  # space freed: the run resumes from it
+    assert tr.main(["--resume", str(out / "last.pt")]) == 0
+    assert load_checkpoint(out / "last.pt")["step"] == 4
 
 
 @pytest.mark.parametrize("code, advice", [
