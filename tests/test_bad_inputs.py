@@ -337,6 +337,7 @@ def test_bad_command_line_is_one_line_and_loses_nothing(case: Case, tmp_path: Pa
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert case.message in lines[0]
+    assert " — " in lines[0], lines[0]  # error: <what> — <what to do>
     assert "Traceback" not in proc.stderr
     if case.after is None:
         assert tree(tmp_path) == before  # nothing lost, nothing left behind
@@ -1142,7 +1143,7 @@ def test_a_broken_dataset_is_one_line_naming_the_file(damage, tiny_data_root, tm
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert status == 2 and lines[-1].startswith("error: ") and message in lines[-1], err
-    assert "Traceback" not in err
+    assert " — " in lines[-1] and "Traceback" not in err  # error: <what> — <what to do>
     _no_new_files(tmp_path, before)  # the feature cache's half-built folder is gone too
 
 

@@ -522,7 +522,7 @@ def _no_source_left(f: RemoteFile, root: Path, name: str,
     kind = next((k for k in (NoSourceLeftChecksum, NoSourceLeftArchive, NoSourceLeftUnsafe)
                  if isinstance(last, k.__bases__[1])), NoSourceLeft)
     err = kind(
-        f"{f.filename}{what}: every source failed [{tried}]. Get {f.filename} by hand (from one "
+        f"{f.filename}{what}: every source failed [{tried}] — get {f.filename} by hand (from one "
         f"of those addresses where there is internet, or a copy you trust) and {how}put it at "
         f"{archive}{pick}; the next run uses it without the network")
     err.reason = "every source failed"
