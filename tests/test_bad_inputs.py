@@ -234,6 +234,20 @@ def _missing_checkpoint(tmp: Path) -> list[object]:
     return ["--checkpoint", tmp / "none.pt", tmp / "a.png", "--out-dir", tmp / "figs"]
 
 
+def _notes_as_checkpoint(tmp: Path) -> list[object]:
+    write_png(tmp / "a.png")
+    (tmp / "notes.pt").write_text("my notes, not a model\n")
+    return ["--checkpoint", tmp / "notes.pt", tmp / "a.png", "--out-dir", tmp / "figs"]
+
+
+def _foreign_checkpoint(tmp: Path) -> list[object]:
+    import torch
+
+    write_png(tmp / "a.png")
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp / "other.pt")  # another project's
+    return ["--checkpoint", tmp / "other.pt", tmp / "a.png", "--out-dir", tmp / "figs"]
+
+
 def _dirty_and_broken_notebooks(tmp: Path) -> list[object]:
     nb = new_notebook(cells=[new_code_cell("print(1)")])
     nb.cells[0].outputs = [nbformat.v4.new_output("stream", text="1\n")]
@@ -294,6 +308,10 @@ CASES: list[Case] = [
          lambda tmp: [tmp / "out", "--colour", "red"], "unrecognized arguments"),
     Case("caption: corrupt image", "sat_core.caption", _corrupt_image, "broken.png"),
     Case("caption: missing checkpoint", "sat_core.caption", _missing_checkpoint, "none.pt"),
+    Case("caption: not a checkpoint", "sat_core.caption", _notes_as_checkpoint,
+         "notes.pt is truncated or not a checkpoint"),
+    Case("caption: a pickle of something else", "sat_core.caption", _foreign_checkpoint,
+         "other.pt is not a sat_core checkpoint"),
     Case("caption: no image", "sat_core.caption", lambda tmp: ["--checkpoint", "x.pt"],
          "the following arguments are required"),
     Case("train: negative --grad-clip", "sat_core.train",
@@ -874,6 +892,29 @@ DECODE_BAD: list[tuple[str, str, Callable[[Path], list[str]] | list[str], str]] 
      "--length-norm must be a finite number"),
     ("evaluate-out-is-a-folder", "evaluate", _report_folder, "--out"),
 ]
+
+# the same through main with the real loader: a checkpoint that cannot be used is one line too
+CHECKPOINT_BAD: list[tuple[str, Callable[[Path], list[str]], str]] = [
+    ("folder", lambda tmp: [(tmp / "run").mkdir() or str(tmp / "run")],
+     "run is a folder — pass a file such as"),
+    ("truncated", lambda tmp: [str(_notes_as_checkpoint(tmp)[1])],
+     "notes.pt is truncated or not a checkpoint"),
+    ("foreign", lambda tmp: [str(_foreign_checkpoint(tmp)[1])],
+     "other.pt is not a sat_core checkpoint"),
+]
+
+
+@pytest.mark.parametrize(("setup", "message"), [c[1:] for c in CHECKPOINT_BAD],
+                         ids=[c[0] for c in CHECKPOINT_BAD])
+def test_evaluate_with_a_checkpoint_it_cannot_use(setup, message, tmp_path, capsys):
+    import sat_core.evaluate
+
+    args = setup(tmp_path)
+    before = tree(tmp_path)
+    status = call_main(sat_core.evaluate.main, ["--checkpoint", *args, "--out",
+                                                str(tmp_path / "report.json")])
+    assert_one_line_error(status, capsys.readouterr().err, message)
+    assert tree(tmp_path) == before
 
 
 @pytest.mark.parametrize(("command", "setup", "message"), [c[1:] for c in DECODE_BAD],
