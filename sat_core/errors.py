@@ -43,6 +43,8 @@ OS_ADVICE = {
     errno.EDQUOT: "free some of your disk quota and run the command again",
     errno.EACCES: "check the folder's permissions, or choose a folder you can write to",
     errno.EROFS: "the disk is read-only: choose a folder on a writable disk",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: pick another path",
+    errno.EISDIR: "it is a folder: give the path of a file",
 }
 
 

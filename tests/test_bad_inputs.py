@@ -248,6 +248,31 @@ def _foreign_checkpoint(tmp: Path) -> list[object]:
     return ["--checkpoint", tmp / "other.pt", tmp / "a.png", "--out-dir", tmp / "figs"]
 
 
+def _notes(tmp: Path) -> Path:
+    (tmp / "notes").write_text("my notes\n")
+    return tmp / "notes"
+
+
+def _submissions(tmp: Path) -> Path:
+    """One student's submission of an exercise-free notebook (nothing to grade, fast)."""
+    write_nb(tmp / "submitted" / "ann" / "04_soft_attention.ipynb", student_notebook())
+    return tmp / "submitted"
+
+
+def _grade_timeout_nan(tmp: Path) -> list[object]:
+    return [_submissions(tmp), "--out", tmp / "grades.csv", "--timeout", "nan"]
+
+
+def _grade_out_is_a_folder(tmp: Path) -> list[object]:
+    (tmp / "reports").mkdir()
+    return [_submissions(tmp), "--out", tmp / "reports", "--no-progress"]
+
+
+def _grade_summary_under_a_file(tmp: Path) -> list[object]:
+    return [_submissions(tmp), "--out", tmp / "grades.csv", "--summary",
+            _notes(tmp) / "summary.csv", "--no-progress"]
+
+
 def _dirty_and_broken_notebooks(tmp: Path) -> list[object]:
     nb = new_notebook(cells=[new_code_cell("print(1)")])
     nb.cells[0].outputs = [nbformat.v4.new_output("stream", text="1\n")]
@@ -327,6 +352,11 @@ CASES: list[Case] = [
     Case("grade: no notebooks", "sat_core.grade",
          lambda tmp: [(tmp / "submitted" / "ann").mkdir(parents=True) or tmp / "submitted",
                       "--out", tmp / "grades.csv"], "no notebooks in"),
+    Case("grade: --timeout nan", "sat_core.grade", _grade_timeout_nan, "--timeout must be a finite"),
+    Case("grade: --out is a folder", "sat_core.grade", _grade_out_is_a_folder,
+         "--out {tmp}/reports is a folder — give a file name such as"),
+    Case("grade: --summary under a file", "sat_core.grade", _grade_summary_under_a_file,
+         "is a file, not a folder"),
     Case("nbgrader_export: NOTEBOOKS_DIR missing", "sat_core.nbgrader_export",
          lambda tmp: [tmp / "notebooks", tmp / "course"], "is not a folder"),
     Case("download: unknown dataset", "sat_core.data.download",
@@ -334,6 +364,9 @@ CASES: list[Case] = [
     Case("download: mirror unreachable", "sat_core.data.download",
          lambda tmp: ["flickr8k", "--root", tmp / "data", "--mirror", (tmp / "gone").as_uri(),
                       "--no-progress"], "failed", _no_new_files),
+    Case("download: --root is a file", "sat_core.data.download",
+         lambda tmp: ["flickr8k", "--root", _notes(tmp), "--mirror", (tmp / "gone").as_uri(),
+                      "--no-progress"], "--root {tmp}/notes is a file, not a folder"),
     Case("download: images archive missing", "sat_core.data.download",
          lambda tmp: ["flickr30k", "--root", tmp / "data", "--images-archive",
                       tmp / "none.tar.gz", "--mirror", (tmp / "gone").as_uri(), "--no-progress"],
@@ -354,7 +387,7 @@ def test_bad_command_line_is_one_line_and_loses_nothing(case: Case, tmp_path: Pa
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert case.message in lines[0]
+    assert case.message.format(tmp=tmp_path) in lines[0]
     assert " — " in lines[0], lines[0]  # error: <what> — <what to do>
     assert "Traceback" not in proc.stderr
     if case.after is None:
