@@ -327,6 +327,9 @@ CASES: list[Case] = [
          lambda tmp: [tmp / "out", "--n-test", "0"], "at least one image"),
     Case("shapes: image too small", "sat_core.data.shapes",
          lambda tmp: [tmp / "out", "--image-size", "8"], "--image-size"),
+    Case("shapes: images larger than the memory", "sat_core.data.shapes",
+         lambda tmp: [tmp / "out", "--n-test", "1", "--image-size", "100000"],
+         "1 image(s) of 100000 px need about"),
     Case("shapes: OUT_DIR is a file", "sat_core.data.shapes",
          _out_dir_is_a_file, "is a file"),
     Case("shapes: unknown option", "sat_core.data.shapes",
@@ -497,6 +500,17 @@ def test_shapes_force_replaces_only_its_own_files(tmp_path, capsys):
         "000000.png", "000001.png", "my_drawing.png"]  # stale 000002-000004 gone, mine kept
     assert not (out / "shapes" / "train").exists()  # the old train split is gone too
     assert (out / "notes.txt").read_text() == "keep me\n"
+
+
+def test_shapes_refuses_more_images_than_the_memory_holds():
+    from sat_core.data.shapes import _check_memory, memory_needed, physical_memory
+
+    have = physical_memory()
+    assert have is not None and have > 2**28  # Linux says
+    n = have // (memory_needed(2, 64) - memory_needed(1, 64)) + 1  # more than fit
+    with pytest.raises(UserError, match=rf"^{n} image\(s\) of 64 px need about .* — ask for"):
+        _check_memory(n, 64)
+    _check_memory(n // 4, 64)  # a quarter of it is fine
 
 
 # ------------------------------------------------------------------------------- the images
