@@ -48,11 +48,17 @@ OS_ADVICE = {
 }
 
 
+MEMORY_ADVICE = ("ask for less (smaller images, smaller batches, fewer images) or use a machine "
+                 "with more memory")
+
+
 def error_line(err: BaseException | str) -> str:
     """``error: <message>`` on one line (line breaks and runs of spaces become one space); an
     :class:`OSError` a user can fix (a full disk, no permission) gets what to do about it."""
     text = " ".join(str(err).split()) or type(err).__name__
     advice = OS_ADVICE.get(getattr(err, "errno", None)) if isinstance(err, OSError) else None
+    if isinstance(err, MemoryError):
+        text, advice = f"out of memory ({text})", MEMORY_ADVICE
     return f"error: {text} — {advice}" if advice else f"error: {text}"
 
 
@@ -64,8 +70,9 @@ def report(err: BaseException | str) -> int:
 
 def command(*errors: type[BaseException]) -> Callable[[Main], Main]:
     """Decorate a command's ``main(argv) -> int``: a :class:`UserError`, or one of ``errors``,
-    becomes one line on stderr and exit status 2 (re-raised when ``SAT_DEBUG=1``)."""
-    caught = (UserError, *errors)
+    becomes one line on stderr and exit status 2 (re-raised when ``SAT_DEBUG=1``); so does a
+    :class:`MemoryError` (a size this machine cannot hold, e.g. ``--image-size 100000``)."""
+    caught = (UserError, MemoryError, *errors)
 
     def decorate(main: Main) -> Main:
         @functools.wraps(main)

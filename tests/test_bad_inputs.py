@@ -1235,6 +1235,17 @@ def test_a_broken_dataset_is_one_line_naming_the_file(damage, tiny_data_root, tm
     _no_new_files(tmp_path, before)  # the feature cache's half-built folder is gone too
 
 
+def test_a_size_this_machine_cannot_hold_is_one_line(tmp_path, capsys):
+    # a Shapes image of 10^6 px a side: numpy's MemoryError (10.9 TiB) was a traceback
+    import sat_core.train as tr
+
+    status = tr.main(["--n-train", "4", "--n-val", "1", "--n-test", "1", "--image-size",
+                      "1000000", "--out-dir", str(tmp_path / "run"), "--features-dir",
+                      str(tmp_path / "features"), "--no-progress"])
+    assert_one_line_error(status, capsys.readouterr().err, "error: out of memory (")
+    assert list(tmp_path.iterdir()) == []  # no run folder, no feature cache
+
+
 def test_offline_pretrained_weights_are_one_line_in_the_command_s_terms(tiny_data_root, tmp_path,
                                                                        capsys, monkeypatch):
     # the case: --encoder vgg19 on a machine without internet and no cached weights
