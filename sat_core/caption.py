@@ -131,7 +131,7 @@ def check_images(paths: list[str | Path]) -> None:
         except ImageLoadError as e:
             bad.append(f"{p} ({e.reason})")
     if bad:
-        raise ImageLoadError(", ".join(bad), "fix or leave out these files and run again")
+        raise ImageLoadError(", ".join(bad), "", "fix or leave out these files and run again")
 
 
 def _png_name(path: str, used: set[str]) -> str:

@@ -20,6 +20,7 @@ import pickle
 import random
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -225,29 +226,34 @@ def _read(path: Path, map_location: Any) -> dict:
         raise CheckpointError(f"checkpoint {path} does not exist — check the path (a run writes "
                               "<out-dir>/last.pt and best.pt)")
     if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a folder; pass a file such as {path}/best.pt")
+        raise CheckpointError(f"checkpoint {path} is a folder — pass a file such as {path}/best.pt")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip: a text file, a cut-off copy
+        raise CheckpointError(
+            f"{path} is truncated or not a checkpoint (not the zip archive torch.save writes) — "
+            "if it was copied, copy it again; else use the previous file (best.pt / last.pt) or "
+            "retrain")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"{path} is not a plain sat_core checkpoint: torch.load(weights_only=True) refused it "
-            f"({str(e).splitlines()[0]}). Only load checkpoints written by sat_core.train."
+            f"({str(e).splitlines()[0]}) — only load checkpoints written by sat_core.train"
         ) from None
     except Exception as e:  # truncated zips fail in many ways (RuntimeError, KeyError, EOF...)
         raise CheckpointError(
             f"{path} is truncated or not a checkpoint ({type(e).__name__}: "
-            f"{(str(e).splitlines() or [''])[0]}). If a run was "
-            "interrupted, use the previous file (best.pt / last.pt) or retrain."
+            f"{(str(e).splitlines() or [''])[0]}) — if a run was "
+            "interrupted, use the previous file (best.pt / last.pt) or retrain"
         ) from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(
-            f"{path} is not a sat_core checkpoint (no '{FORMAT}' marker); "
-            "it was not written by sat_core.checkpoint.save_checkpoint"
+            f"{path} is not a sat_core checkpoint (no '{FORMAT}' marker) — pass a checkpoint "
+            "that sat_core.train wrote (<out-dir>/best.pt or last.pt)"
         )
     if obj.get("version") != VERSION:
         raise CheckpointError(
             f"{path} has checkpoint version {obj.get('version')!r}; this code reads version "
-            f"{VERSION}. Retrain, or use the sat_core version that wrote it."
+            f"{VERSION} — retrain, or use the sat_core version that wrote it"
         )
     return obj
 
@@ -273,13 +279,14 @@ def load_checkpoint(
     try:
         ckpt_vocab = Vocabulary(ckpt["vocab"]["itos"][4:])
     except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: its vocabulary is unreadable ({e})") from None
+        raise CheckpointError(f"{path}: its vocabulary is unreadable ({e}) — use the "
+                              "previous checkpoint (best.pt / last.pt) or retrain") from None
     if vocab is not None and vocab.fingerprint() != ckpt_vocab.fingerprint():
         raise CheckpointError(
             f"checkpoint {path} was trained with a vocabulary of {len(ckpt_vocab)} words "
             f"(fingerprint {ckpt_vocab.fingerprint()}), the current one has {len(vocab)} words "
-            f"({vocab.fingerprint()}). Use the vocab.json saved beside the checkpoint "
-            "(Vocabulary.load), or train a new model in another --out-dir."
+            f"({vocab.fingerprint()}) — use the vocab.json saved beside the checkpoint "
+            "(Vocabulary.load), or train a new model in another --out-dir"
         )
     known = {k: v for k, v in ckpt["config"].items() if k in TrainConfig.__dataclass_fields__}
     if len(known) < len(ckpt["config"]):
@@ -296,8 +303,8 @@ def load_checkpoint(
             listed = ", ".join(f"{k}: {a!r} (checkpoint) vs {b!r} (current)"
                                for k, (a, b) in diff.items())
             raise CheckpointError(
-                f"checkpoint {path} was made for another architecture: {listed}. Pass the same "
-                "options as the run that wrote it, or train in another --out-dir."
+                f"checkpoint {path} was made for another architecture: {listed} — pass the same "
+                "options as the run that wrote it, or train in another --out-dir"
             )
     ckpt["vocab"] = ckpt_vocab
     ckpt["config"] = ckpt_config

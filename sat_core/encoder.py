@@ -53,6 +53,7 @@ class PretrainedWeightsUnavailable(RuntimeError):
     def __init__(self, weights: WeightsEnum, reason: BaseException) -> None:
         self.weights = weights
         self.url = weights.url
+        self.reason = reason
         filename = os.path.basename(weights.url)
         cache_file = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
         super().__init__(

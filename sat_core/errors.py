@@ -43,7 +43,13 @@ OS_ADVICE = {
     errno.EDQUOT: "free some of your disk quota and run the command again",
     errno.EACCES: "check the folder's permissions, or choose a folder you can write to",
     errno.EROFS: "the disk is read-only: choose a folder on a writable disk",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: pick another path",
+    errno.EISDIR: "it is a folder: give the path of a file",
 }
+
+
+MEMORY_ADVICE = ("ask for less (smaller images, smaller batches, fewer images) or use a machine "
+                 "with more memory")
 
 
 def error_line(err: BaseException | str) -> str:
@@ -51,6 +57,8 @@ def error_line(err: BaseException | str) -> str:
     :class:`OSError` a user can fix (a full disk, no permission) gets what to do about it."""
     text = " ".join(str(err).split()) or type(err).__name__
     advice = OS_ADVICE.get(getattr(err, "errno", None)) if isinstance(err, OSError) else None
+    if isinstance(err, MemoryError):
+        text, advice = f"out of memory ({text})", MEMORY_ADVICE
     return f"error: {text} — {advice}" if advice else f"error: {text}"
 
 
@@ -62,8 +70,9 @@ def report(err: BaseException | str) -> int:
 
 def command(*errors: type[BaseException]) -> Callable[[Main], Main]:
     """Decorate a command's ``main(argv) -> int``: a :class:`UserError`, or one of ``errors``,
-    becomes one line on stderr and exit status 2 (re-raised when ``SAT_DEBUG=1``)."""
-    caught = (UserError, *errors)
+    becomes one line on stderr and exit status 2 (re-raised when ``SAT_DEBUG=1``); so does a
+    :class:`MemoryError` (a size this machine cannot hold, e.g. ``--image-size 100000``)."""
+    caught = (UserError, MemoryError, *errors)
 
     def decorate(main: Main) -> Main:
         @functools.wraps(main)

@@ -69,7 +69,8 @@ def load_captioner(
     except RuntimeError as e:
         raise CheckpointError(
             f"checkpoint {checkpoint}: its weights do not fit the model its config describes "
-            f"({str(e).splitlines()[0]}); was it written by another version of sat_core?"
+            f"({str(e).splitlines()[0]}) — was it written by another version of sat_core? "
+            "Use that version, or retrain"
         ) from None
     return model.to(pick_device(device)).eval(), vocab, cfg
 

@@ -76,6 +76,16 @@ def check_writable_dir(path: Path, flag: str = "--out-dir") -> None:
     os.unlink(existing / f".write-test-{os.getpid()}.tmp")
 
 
+def check_out_file(path: Path, flag: str = "--out", example: str = "report.json") -> None:
+    """Raise :class:`OutDirError` unless a file can be written at ``path``: not an existing
+    folder, in a folder that is (or can be made) writable. Writes nothing that stays."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutDirError(f"{flag} {path} is a folder — give a file name such as "
+                          f"{path / example}")
+    check_writable_dir(path.parent, flag=f"{flag}'s folder")
+
+
 def _read_lock(lock: Path) -> dict:
     try:
         info = json.loads(lock.read_text())
@@ -202,6 +212,6 @@ def claim_out_dir(folder: str | os.PathLike, *, main: bool = True) -> Iterator[P
 
 __all__ = [
     "HEARTBEAT_S", "LOCK_NAME", "RUN_FILES", "STALE_AFTER_S", "OutDirError", "acquire_lock",
-    "check_writable_dir", "claim_out_dir", "heartbeat", "pid_alive", "release_lock",
-    "remove_stale_temp_files",
+    "check_out_file", "check_writable_dir", "claim_out_dir", "heartbeat", "pid_alive",
+    "release_lock", "remove_stale_temp_files",
 ]

@@ -74,7 +74,7 @@ from sat_core.decoding import decode
 from sat_core.device import seed_everything
 from sat_core.distributed import Dist, setup_distributed
 from sat_core.encoder import PretrainedWeightsUnavailable
-from sat_core.errors import command
+from sat_core.errors import UserError, command
 from sat_core.features import FeatureCacheError
 from sat_core.losses import MovingAverageBaseline, attention_entropy, caption_loss
 from sat_core.metrics import corpus_bleu
@@ -1062,6 +1062,19 @@ def _resume_command(result: TrainResult) -> str:
     return f"python -m sat_core.train --resume {result.last_path}"
 
 
+def _weights_error(err: PretrainedWeightsUnavailable) -> UserError:
+    """The encoder's advice in this command's terms (``--encoder-weights``, not ``weights=``)."""
+    name = os.path.basename(err.url)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / name
+    return UserError(
+        f"could not download the pretrained weights {err.weights} from {err.url} "
+        f"({type(err.reason).__name__}: {err.reason}) — this machine seems to have no internet "
+        "access: run with --encoder-weights none (random init; the Shapes presets need no "
+        f"pretrained weights), or download {name} where there is internet (e.g. Colab), copy it "
+        f"here and pass --encoder-weights /path/to/{name}, or put it at {shown_path(cached)}, "
+        "where torchvision finds it")
+
+
 @command(ConfigError, CheckpointError, NonFiniteLossError, KarpathyFormatError, ImageLoadError,
          FeatureCacheError, PretrainedWeightsUnavailable, OSError)
 def main(argv: list[str] | None = None) -> int:
@@ -1073,6 +1086,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = train(cfg, resume=args.resume, stop_after_steps=args.stop_after_steps,
                        dump_final_weights=args.dump_final_weights)
+    except PretrainedWeightsUnavailable as err:
+        raise _weights_error(err) from err
     except KeyboardInterrupt:  # the second Ctrl-C
         last = Path(cfg.out_dir) / "last.pt"
         print("error: stopped at once by a second Ctrl-C — " + (

@@ -234,6 +234,45 @@ def _missing_checkpoint(tmp: Path) -> list[object]:
     return ["--checkpoint", tmp / "none.pt", tmp / "a.png", "--out-dir", tmp / "figs"]
 
 
+def _notes_as_checkpoint(tmp: Path) -> list[object]:
+    write_png(tmp / "a.png")
+    (tmp / "notes.pt").write_text("my notes, not a model\n")
+    return ["--checkpoint", tmp / "notes.pt", tmp / "a.png", "--out-dir", tmp / "figs"]
+
+
+def _foreign_checkpoint(tmp: Path) -> list[object]:
+    import torch
+
+    write_png(tmp / "a.png")
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp / "other.pt")  # another project's
+    return ["--checkpoint", tmp / "other.pt", tmp / "a.png", "--out-dir", tmp / "figs"]
+
+
+def _notes(tmp: Path) -> Path:
+    (tmp / "notes").write_text("my notes\n")
+    return tmp / "notes"
+
+
+def _submissions(tmp: Path) -> Path:
+    """One student's submission of an exercise-free notebook (nothing to grade, fast)."""
+    write_nb(tmp / "submitted" / "ann" / "04_soft_attention.ipynb", student_notebook())
+    return tmp / "submitted"
+
+
+def _grade_timeout_nan(tmp: Path) -> list[object]:
+    return [_submissions(tmp), "--out", tmp / "grades.csv", "--timeout", "nan"]
+
+
+def _grade_out_is_a_folder(tmp: Path) -> list[object]:
+    (tmp / "reports").mkdir()
+    return [_submissions(tmp), "--out", tmp / "reports", "--no-progress"]
+
+
+def _grade_summary_under_a_file(tmp: Path) -> list[object]:
+    return [_submissions(tmp), "--out", tmp / "grades.csv", "--summary",
+            _notes(tmp) / "summary.csv", "--no-progress"]
+
+
 def _dirty_and_broken_notebooks(tmp: Path) -> list[object]:
     nb = new_notebook(cells=[new_code_cell("print(1)")])
     nb.cells[0].outputs = [nbformat.v4.new_output("stream", text="1\n")]
@@ -288,23 +327,49 @@ CASES: list[Case] = [
          lambda tmp: [tmp / "out", "--n-test", "0"], "at least one image"),
     Case("shapes: image too small", "sat_core.data.shapes",
          lambda tmp: [tmp / "out", "--image-size", "8"], "--image-size"),
+    Case("shapes: images larger than the memory", "sat_core.data.shapes",
+         lambda tmp: [tmp / "out", "--n-test", "1", "--image-size", "100000"],
+         "1 image(s) of 100000 px need about"),
     Case("shapes: OUT_DIR is a file", "sat_core.data.shapes",
          _out_dir_is_a_file, "is a file"),
     Case("shapes: unknown option", "sat_core.data.shapes",
          lambda tmp: [tmp / "out", "--colour", "red"], "unrecognized arguments"),
     Case("caption: corrupt image", "sat_core.caption", _corrupt_image, "broken.png"),
     Case("caption: missing checkpoint", "sat_core.caption", _missing_checkpoint, "none.pt"),
+    Case("caption: not a checkpoint", "sat_core.caption", _notes_as_checkpoint,
+         "notes.pt is truncated or not a checkpoint"),
+    Case("caption: a pickle of something else", "sat_core.caption", _foreign_checkpoint,
+         "other.pt is not a sat_core checkpoint"),
     Case("caption: no image", "sat_core.caption", lambda tmp: ["--checkpoint", "x.pt"],
          "the following arguments are required"),
     Case("train: negative --grad-clip", "sat_core.train",
          lambda tmp: ["--grad-clip", "-1", "--out-dir", tmp / "run"], "--grad-clip"),
     Case("book: clean a notebook that is not JSON", "sat_core.book",
          _dirty_and_broken_notebooks, "bad.ipynb is not a readable notebook"),
+    Case("book: unknown subcommand", "sat_core.book", lambda tmp: ["frobnicate"],
+         "invalid choice: 'frobnicate'"),
+    Case("book: --timeout not a number", "sat_core.book",
+         lambda tmp: ["build", "--timeout", "soon"], "invalid float value: 'soon'"),
+    Case("grade: SUBMISSIONS_DIR missing", "sat_core.grade",
+         lambda tmp: [tmp / "submitted", "--out", tmp / "grades.csv"], "is not a folder"),
+    Case("grade: no notebooks", "sat_core.grade",
+         lambda tmp: [(tmp / "submitted" / "ann").mkdir(parents=True) or tmp / "submitted",
+                      "--out", tmp / "grades.csv"], "no notebooks in"),
+    Case("grade: --timeout nan", "sat_core.grade", _grade_timeout_nan, "--timeout must be a finite"),
+    Case("grade: --out is a folder", "sat_core.grade", _grade_out_is_a_folder,
+         "--out {tmp}/reports is a folder — give a file name such as"),
+    Case("grade: --summary under a file", "sat_core.grade", _grade_summary_under_a_file,
+         "is a file, not a folder"),
+    Case("nbgrader_export: NOTEBOOKS_DIR missing", "sat_core.nbgrader_export",
+         lambda tmp: [tmp / "notebooks", tmp / "course"], "is not a folder"),
     Case("download: unknown dataset", "sat_core.data.download",
          lambda tmp: ["imagenet", "--root", tmp / "data"], "invalid choice"),
     Case("download: mirror unreachable", "sat_core.data.download",
          lambda tmp: ["flickr8k", "--root", tmp / "data", "--mirror", (tmp / "gone").as_uri(),
                       "--no-progress"], "failed", _no_new_files),
+    Case("download: --root is a file", "sat_core.data.download",
+         lambda tmp: ["flickr8k", "--root", _notes(tmp), "--mirror", (tmp / "gone").as_uri(),
+                      "--no-progress"], "--root {tmp}/notes is a file, not a folder"),
     Case("download: images archive missing", "sat_core.data.download",
          lambda tmp: ["flickr30k", "--root", tmp / "data", "--images-archive",
                       tmp / "none.tar.gz", "--mirror", (tmp / "gone").as_uri(), "--no-progress"],
@@ -325,7 +390,8 @@ def test_bad_command_line_is_one_line_and_loses_nothing(case: Case, tmp_path: Pa
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert case.message in lines[0]
+    assert case.message.format(tmp=tmp_path) in lines[0]
+    assert " — " in lines[0], lines[0]  # error: <what> — <what to do>
     assert "Traceback" not in proc.stderr
     if case.after is None:
         assert tree(tmp_path) == before  # nothing lost, nothing left behind
@@ -348,6 +414,37 @@ def test_sat_debug_shows_the_traceback(tmp_path):
     proc = run_module("sat_core.book.student", *args, debug=True)
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "holds solutions" in proc.stderr
     assert tree(tmp_path) == before
+
+
+# One bad input per command, with SAT_DEBUG=1: main lets the error out, so `python -m ...` prints
+# the traceback for a bug report; the same inputs are one line without it (CASES above).
+DEBUG_CASES: list[tuple[str, Callable[[Path], list[object]], str]] = [
+    ("sat_core.student", _swapped, "holds solutions"),
+    ("sat_core.data.shapes", _non_empty_out_dir, "--force"),
+    ("sat_core.caption", _missing_checkpoint, "none.pt"),
+    ("sat_core.evaluate", lambda tmp: ["--checkpoint", tmp / "none.pt"], "none.pt"),
+    ("sat_core.train", lambda tmp: ["--grad-clip", "-1", "--out-dir", tmp / "run"],
+     "--grad-clip"),
+    ("sat_core.data.download", lambda tmp: ["flickr8k", "--root", tmp / "data", "--mirror",
+                                            (tmp / "gone").as_uri(), "--no-progress"], "failed"),
+    ("sat_core.book", _dirty_and_broken_notebooks, "bad.ipynb is not a readable notebook"),
+    ("sat_core.grade", lambda tmp: [tmp / "submitted", "--out", tmp / "g.csv"], "submitted"),
+    ("sat_core.nbgrader_export", lambda tmp: [tmp / "notebooks", tmp / "course"], "notebooks"),
+]
+
+
+@pytest.mark.parametrize(("module", "setup", "message"), DEBUG_CASES,
+                         ids=[c[0].rsplit(".", 1)[1] for c in DEBUG_CASES])
+def test_sat_debug_lets_every_command_show_the_traceback(module, setup, message, tmp_path,
+                                                         monkeypatch, capsys):
+    args = [str(a) for a in setup(tmp_path)]
+    before = tree(tmp_path)
+    monkeypatch.setenv("SAT_DEBUG", "1")
+    with pytest.raises(Exception, match=message.replace(".", r"\.")) as info:
+        importlib.import_module(module).main(args)
+    assert not isinstance(info.value, SystemExit)
+    assert "error:" not in capsys.readouterr().err  # the traceback instead of the line
+    _no_new_files(tmp_path, before)  # nothing lost, no file left behind
 
 
 # ------------------------------------------------------------------------------ the student
@@ -403,6 +500,17 @@ def test_shapes_force_replaces_only_its_own_files(tmp_path, capsys):
         "000000.png", "000001.png", "my_drawing.png"]  # stale 000002-000004 gone, mine kept
     assert not (out / "shapes" / "train").exists()  # the old train split is gone too
     assert (out / "notes.txt").read_text() == "keep me\n"
+
+
+def test_shapes_refuses_more_images_than_the_memory_holds():
+    from sat_core.data.shapes import _check_memory, memory_needed, physical_memory
+
+    have = physical_memory()
+    assert have is not None and have > 2**28  # Linux says
+    n = have // (memory_needed(2, 64) - memory_needed(1, 64)) + 1  # more than fit
+    with pytest.raises(UserError, match=rf"^{n} image\(s\) of 64 px need about .* — ask for"):
+        _check_memory(n, 64)
+    _check_memory(n // 4, 64)  # a quarter of it is fine
 
 
 # ------------------------------------------------------------------------------- the images
@@ -696,6 +804,21 @@ def _read_only_out_dir(tmp: Path) -> list[str]:
     return ["--out-dir", str(tmp / "ro" / "run")]
 
 
+def deny_writes_under(folder: Path, monkeypatch) -> None:
+    """Creating a file under ``folder`` fails with EACCES, as the kernel answers a user (root,
+    who runs CI's containers, may write into a folder without write permission)."""
+    import errno
+
+    real_open = os.open
+
+    def guarded(path, flags, *args, **kw):
+        if flags & os.O_CREAT and Path(path).is_relative_to(folder):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, flags, *args, **kw)
+
+    monkeypatch.setattr(os, "open", guarded)
+
+
 def _locked_out_dir(tmp: Path) -> list[str]:
     (tmp / "run").mkdir()  # a run in progress: this very process holds the lock
     (tmp / "run" / ".lock").write_text(json.dumps({"pid": os.getpid(), "started": "now"}))
@@ -736,8 +859,8 @@ def test_bad_training_option_is_refused_before_any_work(setup, message, tmp_path
                                                         monkeypatch):
     import sat_core.train as tr
 
-    if setup is _read_only_out_dir and os.geteuid() == 0:
-        pytest.skip("root writes into read-only folders")
+    if setup is _read_only_out_dir and os.geteuid() == 0:  # root writes anywhere: as for a user
+        deny_writes_under(tmp_path / "ro", monkeypatch)
 
     def trap(cfg):
         raise AssertionError("the data were loaded before the options were checked")
@@ -816,6 +939,29 @@ DECODE_BAD: list[tuple[str, str, Callable[[Path], list[str]] | list[str], str]] 
      "--length-norm must be a finite number"),
     ("evaluate-out-is-a-folder", "evaluate", _report_folder, "--out"),
 ]
+
+# the same through main with the real loader: a checkpoint that cannot be used is one line too
+CHECKPOINT_BAD: list[tuple[str, Callable[[Path], list[str]], str]] = [
+    ("folder", lambda tmp: [(tmp / "run").mkdir() or str(tmp / "run")],
+     "run is a folder — pass a file such as"),
+    ("truncated", lambda tmp: [str(_notes_as_checkpoint(tmp)[1])],
+     "notes.pt is truncated or not a checkpoint"),
+    ("foreign", lambda tmp: [str(_foreign_checkpoint(tmp)[1])],
+     "other.pt is not a sat_core checkpoint"),
+]
+
+
+@pytest.mark.parametrize(("setup", "message"), [c[1:] for c in CHECKPOINT_BAD],
+                         ids=[c[0] for c in CHECKPOINT_BAD])
+def test_evaluate_with_a_checkpoint_it_cannot_use(setup, message, tmp_path, capsys):
+    import sat_core.evaluate
+
+    args = setup(tmp_path)
+    before = tree(tmp_path)
+    status = call_main(sat_core.evaluate.main, ["--checkpoint", *args, "--out",
+                                                str(tmp_path / "report.json")])
+    assert_one_line_error(status, capsys.readouterr().err, message)
+    assert tree(tmp_path) == before
 
 
 @pytest.mark.parametrize(("command", "setup", "message"), [c[1:] for c in DECODE_BAD],
@@ -1060,7 +1206,20 @@ def _missing_image(root: Path) -> str:
     return "1000268201_00abcdef.png: file not found"
 
 
-@pytest.mark.parametrize("damage", [_latin1_json, _missing_image])
+def _malformed_json(root: Path) -> str:
+    path = root / "flickr8k" / "dataset_flickr8k.json"
+    path.write_text(path.read_text()[:-40])  # cut short: a download or an edit that stopped
+    return f"{path} is not valid JSON"
+
+
+def _json_without_images(root: Path) -> str:
+    path = root / "flickr8k" / "dataset_flickr8k.json"
+    path.write_text(json.dumps({"dataset": "flickr8k"}))
+    return "'images'"
+
+
+@pytest.mark.parametrize("damage", [_latin1_json, _missing_image, _malformed_json,
+                                    _json_without_images])
 def test_a_broken_dataset_is_one_line_naming_the_file(damage, tiny_data_root, tmp_path, capsys):
     import sat_core.train as tr
 
@@ -1072,8 +1231,48 @@ def test_a_broken_dataset_is_one_line_naming_the_file(damage, tiny_data_root, tm
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert status == 2 and lines[-1].startswith("error: ") and message in lines[-1], err
-    assert "Traceback" not in err
+    assert " — " in lines[-1] and "Traceback" not in err  # error: <what> — <what to do>
     _no_new_files(tmp_path, before)  # the feature cache's half-built folder is gone too
+
+
+def test_a_size_this_machine_cannot_hold_is_one_line(tmp_path, capsys):
+    # a Shapes image of 10^6 px a side: numpy's MemoryError (10.9 TiB) was a traceback
+    import sat_core.train as tr
+
+    status = tr.main(["--n-train", "4", "--n-val", "1", "--n-test", "1", "--image-size",
+                      "1000000", "--out-dir", str(tmp_path / "run"), "--features-dir",
+                      str(tmp_path / "features"), "--no-progress"])
+    assert_one_line_error(status, capsys.readouterr().err, "error: out of memory (")
+    assert list(tmp_path.iterdir()) == []  # no run folder, no feature cache
+
+
+def test_offline_pretrained_weights_are_one_line_in_the_command_s_terms(tiny_data_root, tmp_path,
+                                                                       capsys, monkeypatch):
+    # the issue's case: --encoder vgg19 on a machine without internet and no cached weights
+    import urllib.error
+
+    import torch
+
+    import sat_core.train as tr
+
+    def offline(url, dst, *args, **kw):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    before = tree(tmp_path)
+    status = tr.main(["--dataset", "flickr8k", "--data-root", str(tiny_data_root),
+                      "--encoder", "vgg19", "--encoder-weights", "default", "--image-size", "32",
+                      "--out-dir", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert status == 2 and "Traceback" not in err, err
+    assert [ln for ln in lines if not ln.startswith("Downloading: ")] == lines[-1:], err  # torch's
+    assert lines[-1].startswith("error: could not download the pretrained weights VGG19_"), err
+    assert " — " in lines[-1] and "Temporary failure in name resolution" in lines[-1]
+    assert "--encoder-weights none" in lines[-1] and "weights=None" not in lines[-1]
+    assert "--encoder-weights /path/to/vgg19-dcbb9e9d.pth" in lines[-1]
+    _no_new_files(tmp_path, before)  # no run folder, no feature cache, no half-written weights
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "plateau"])
@@ -1115,6 +1314,39 @@ def test_resumed_schedules_take_the_new_rate_and_decay(schedule):
         assert (sched2.factor, sched2.patience) == (0.2, 7)
     assert group["initial_lr"] == 0.003 and group["weight_decay"] == 0.1
     assert optim.baseline.momentum == 0.5
+
+
+def test_a_disk_that_fills_up_during_a_save_loses_nothing(tmp_path, capsys, monkeypatch):
+    # a real run whose second checkpoint save hits a full disk half-way through torch.save
+    import errno
+
+    import torch
+
+    import sat_core.train as tr
+    from sat_core.checkpoint import load_checkpoint
+
+    real_save, saves = torch.save, []
+
+    def fills_up(obj, f, *args, **kw):
+        saves.append(1)
+        if len(saves) < 2:
+            return real_save(obj, f, *args, **kw)
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", fills_up)
+    out = tmp_path / "run"
+    status = tr.main([*TINY_RUN, "--max-steps", "4", "--checkpoint-every", "1", "--out-dir",
+                      str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(saves) == 2, err
+    assert err[-1].startswith("error: ") and "free some disk space" in err[-1], err
+    assert "--resume" in err[-1] and not any("Traceback" in ln for ln in err)
+    assert load_checkpoint(out / "last.pt")["step"] == 1  # the first save is intact
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no .tmp, lock
+    monkeypatch.setattr(torch, "save", real_save)  # space freed: the run resumes from it
+    assert tr.main(["--resume", str(out / "last.pt")]) == 0
+    assert load_checkpoint(out / "last.pt")["step"] == 4
 
 
 @pytest.mark.parametrize("code, advice", [

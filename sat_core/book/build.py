@@ -51,7 +51,7 @@ from typing import Any
 
 import yaml
 
-from sat_core.errors import report
+from sat_core.errors import ArgumentParser, debug_enabled, report
 
 ROOT = Path(__file__).resolve().parents[2]
 KERNEL_NAME = "python3"
@@ -697,6 +697,8 @@ def _clean(paths: Sequence[Path]) -> int:
         for path in paths:
             read_notebook(path)
     except BookError as err:
+        if debug_enabled():
+            raise
         return report(err)
     for path in paths:
         print(f"{path}: {'cleaned' if clean_notebook(path) else 'already clean'}")
@@ -720,11 +722,12 @@ def set_repository_command(args: argparse.Namespace) -> int:
     """Run ``set-repository``: list what changed; a bad URL or branch is one ``error:`` line,
     exit status 2."""
     from sat_core.book.repository import RepositoryError, read_repository, set_repository
-    from sat_core.errors import report
 
     try:
         changed = set_repository(args.root, args.url, args.branch)
     except RepositoryError as err:
+        if debug_enabled():
+            raise
         return report(err)
     root, repo = Path(args.root).resolve(), read_repository(args.root)
     for path in changed:
@@ -779,8 +782,8 @@ def _add_build_parsers(sub: Any) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    """``python -m sat_core.book``'s command line."""
-    parser = argparse.ArgumentParser(
+    """``python -m sat_core.book``'s command line (usage errors: one ``error:`` line, status 2)."""
+    parser = ArgumentParser(
         prog="python -m sat_core.book",
         description="Execute the chapter notebooks with papermill and build the book with "
         "Jupyter Book 1.x (into _build/html, and its student edition without solutions into "
@@ -828,6 +831,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _clean(args.notebooks)
         return browser_test(args.root, args.pytest_args)
     except BookError as err:
+        if debug_enabled():
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 1
 

@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sat_core.errors import ArgumentParser, UserError, command
+from sat_core.out_dir import check_out_file
 
 if TYPE_CHECKING:
     import nbformat
@@ -557,8 +558,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="exercises graded at once (default: the number of CPU cores)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    if args.timeout <= 0 or args.jobs < 1:
-        parser.error("--timeout must be > 0 and --jobs >= 1")
+    if not 0 < args.timeout < float("inf") or args.jobs < 1:  # NaN fails too
+        parser.error("--timeout must be a finite number > 0 and --jobs >= 1")
+    for flag, path in (("--out", args.out), ("--summary", args.summary)):
+        if path is not None:  # before the grading, not after it
+            check_out_file(path, flag, "grades.csv")
     if "torch" not in sys.modules:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the checks are CPU-sized
     start = time.perf_counter()

@@ -138,7 +138,7 @@ def student_notebook(
             if not has_block:
                 raise StudentCopyError(
                     f"{where} is tagged 'solution' but has no '# BEGIN SOLUTION' ... "
-                    "'# END SOLUTION' block: mark the answer, or remove the tag"
+                    "'# END SOLUTION' block — mark the answer, or remove the tag"
                 )
             cell.source, n = strip_solution(cell.source, where)
             removed += n
@@ -150,7 +150,7 @@ def student_notebook(
         elif has_block:
             raise StudentCopyError(
                 f"{where} has a '# BEGIN SOLUTION' block but is not tagged 'solution' "
-                "(and 'hide-input'): tag it so the book folds the answer away"
+                "(and 'hide-input') — tag it so the book folds the answer away"
             )
         elif keep_outputs:
             continue

@@ -47,6 +47,7 @@ from pathlib import Path, PurePosixPath
 from tqdm.auto import tqdm
 
 from sat_core.errors import ArgumentParser, UserError, command
+from sat_core.out_dir import check_writable_dir
 
 CHUNK = 1 << 20
 STAGE_PREFIX = ".extract-"  # data/NAME/.extract-*: an extraction in progress
@@ -522,7 +523,7 @@ def _no_source_left(f: RemoteFile, root: Path, name: str,
     kind = next((k for k in (NoSourceLeftChecksum, NoSourceLeftArchive, NoSourceLeftUnsafe)
                  if isinstance(last, k.__bases__[1])), NoSourceLeft)
     err = kind(
-        f"{f.filename}{what}: every source failed [{tried}]. Get {f.filename} by hand (from one "
+        f"{f.filename}{what}: every source failed [{tried}] — get {f.filename} by hand (from one "
         f"of those addresses where there is internet, or a copy you trust) and {how}put it at "
         f"{archive}{pick}; the next run uses it without the network")
     err.reason = "every source failed"
@@ -656,6 +657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="local caption_datasets.zip (Karpathy's splits), e.g. when offline")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    check_writable_dir(Path(args.root), flag="--root")  # a file, or read-only: before any download
     try:
         path = prepare_dataset(args.dataset, args.root, mirror=args.mirror,
                                images_archive=args.images_archive, captions_zip=args.captions_zip,

@@ -38,7 +38,13 @@ SPLITS = ("train", "val", "test", "restval")
 
 
 class KarpathyFormatError(ValueError):
-    """The JSON file is not in the Karpathy-split format. The message names the file and key."""
+    """The JSON file is not in the Karpathy-split format. The message names the file and key,
+    then `` — `` what to do (a generic advice where the message gives none)."""
+
+    ADVICE = "fix the file, or download it again: python -m sat_core.data.download NAME"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message if " — " in message else f"{message} — {self.ADVICE}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,12 +119,14 @@ def read_image(path: str | Path) -> Image.Image:
     """
     path = Path(path)
     if not path.is_file():
-        raise ImageLoadError(str(path), "file not found (check image_root and the dataset layout)")
+        raise ImageLoadError(str(path), "file not found", "check the path (for a dataset: its "
+                             "image folder and the file names in its Karpathy JSON)")
     try:
         with Image.open(path) as im:
             return to_rgb(im)
     except Exception as e:  # PIL raises several types for corrupt data
-        raise ImageLoadError(str(path), f"corrupt or not an image ({type(e).__name__}: {e})") from e
+        raise ImageLoadError(str(path), f"corrupt or not an image ({type(e).__name__}: {e})",
+                             "replace it with a good copy (or download the dataset again)") from e
 
 
 def load_image_file(

@@ -23,12 +23,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ImageLoadError(RuntimeError):
-    """An image could not be read. The message always names the file."""
+    """An image could not be read. The message always names the file (``path``), then the
+    ``reason`` and `` — `` what to do (``advice``) where they are given."""
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, advice: str = "") -> None:
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"cannot load image {self.path}: {reason}")
+        self.advice = advice
+        what = f"cannot load image {self.path}" + (f": {reason}" if reason else "")
+        super().__init__(f"{what} — {advice}" if advice else what)
 
 
 class ReferencesError(UserError, ValueError):

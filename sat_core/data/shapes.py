@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -749,6 +750,31 @@ def remove_owned_files(out_dir: Path) -> int:
     return len(files)
 
 
+def physical_memory() -> int | None:
+    """This machine's memory in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def memory_needed(n_images: int, image_size: int) -> int:
+    """Bytes the writer holds for ``n_images`` of ``image_size`` px, roughly: each image's uint8
+    pixels twice (the image, the split's array), one image's float32 work arrays four times."""
+    return image_size * image_size * 3 * (2 * n_images + 16)
+
+
+def _check_memory(n_images: int, image_size: int, drawn: int | None = None) -> None:
+    """:class:`UserError` if ``n_images`` (``drawn``: with the empty splits' one) do not fit."""
+    need = memory_needed(n_images if drawn is None else drawn, image_size)
+    have = physical_memory()
+    if have is not None and need > have:
+        raise UserError(f"{n_images} image(s) of {image_size} px need about "
+                        f"{need / 2**30:.0f} GiB of memory, more than this machine's "
+                        f"{have / 2**30:.0f} GiB — ask for fewer (--n-train, --n-val, --n-test) "
+                        "or smaller (--image-size) images")
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = ArgumentParser(
         prog="python -m sat_core.data.shapes",
@@ -774,6 +800,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error(f"--seed must be >= 0, got {args.seed}")
     if not any((args.n_train, args.n_val, args.n_test)):
         p.error("nothing to write: ask for at least one image")
+    # was: a MemoryError traceback, or swapping for hours (a split of 0 is drawn as 1: main)
+    sizes = (args.n_train, args.n_val, args.n_test)
+    _check_memory(sum(sizes), args.image_size, sum(max(n, 1) for n in sizes))
     return args
 
 
