@@ -185,28 +185,41 @@ def hard_attention_surrogate(
             baseline already subtracted) that replaces ``log_p_y - baseline``; then
             ``baseline`` is unused and ``log_p_s`` must be (B, T).
     """
+    objective = log_p_y + lambda_r * reinforce_term(log_p_y, log_p_s, baseline, step_reward)
+    if lambda_e:
+        if entropy is None:
+            raise ValueError("hard_attention_surrogate: lambda_e != 0 needs the entropy")
+        objective = objective + lambda_e * (entropy.sum(1) if entropy.dim() == 2 else entropy)
+    return -objective.sum() / n_tokens
+
+
+def reinforce_term(
+    log_p_y: Tensor,
+    log_p_s: Tensor,
+    baseline: Tensor | float = 0.0,
+    step_reward: Tensor | None = None,
+) -> Tensor:
+    """The REINFORCE term of Eq. (12) per caption: detach(log p(y|s,a) - b) * log p(s|a), (B,).
+
+    The reward is a constant weight (``.detach()``), so autograd gives (log p(y|s,a) - b) times
+    d log p(s|a)/dW. With ``step_reward`` (B, T) each location s_t has its own reward instead:
+    sum_t detach(step_reward_t) * log p(s_t|a). Arguments as in :func:`hard_attention_surrogate`.
+    """
     if step_reward is not None:
         if step_reward.shape != log_p_s.shape or log_p_s.dim() != 2:
             raise ValueError(
                 f"step_reward and log_p_s must both be (B, T), got {tuple(step_reward.shape)} "
                 f"and {tuple(log_p_s.shape)}"
             )
-        score = (step_reward.detach() * log_p_s).sum(1)
-    else:
-        if log_p_s.dim() == 2:
-            log_p_s = log_p_s.sum(1)
-        if log_p_y.shape != log_p_s.shape:
-            raise ValueError(
-                f"log_p_y and log_p_s must both be (B,), got {tuple(log_p_y.shape)} and "
-                f"{tuple(log_p_s.shape)}"
-            )
-        score = (log_p_y - baseline).detach() * log_p_s
-    objective = log_p_y + lambda_r * score
-    if lambda_e:
-        if entropy is None:
-            raise ValueError("hard_attention_surrogate: lambda_e != 0 needs the entropy")
-        objective = objective + lambda_e * (entropy.sum(1) if entropy.dim() == 2 else entropy)
-    return -objective.sum() / n_tokens
+        return (step_reward.detach() * log_p_s).sum(1)
+    if log_p_s.dim() == 2:
+        log_p_s = log_p_s.sum(1)
+    if log_p_y.shape != log_p_s.shape:
+        raise ValueError(
+            f"log_p_y and log_p_s must both be (B,), got {tuple(log_p_y.shape)} and "
+            f"{tuple(log_p_s.shape)}"
+        )
+    return (log_p_y - baseline).detach() * log_p_s
 
 
 def caption_loss(
