@@ -44,7 +44,7 @@ from sat_core.decoding import decode
 from sat_core.device import pick_device
 from sat_core.errors import ArgumentParser, UserError, command
 from sat_core.grounding import attention_grounding
-from sat_core.metrics import METRICS, coco_scores, format_table1
+from sat_core.metrics import METRICS, CocoScores, coco_scores, format_table1
 from sat_core.model import Captioner
 from sat_core.out_dir import check_writable_dir
 from sat_core.text import Vocabulary
@@ -233,13 +233,7 @@ def evaluate_checkpoint(
     rows = decode_split(model, data, vocab, beam_size=beam_size, max_len=max_len,
                         length_norm=length_norm, mode=mode, limit=limit, batch_size=batch_size,
                         progress=progress)
-    hypotheses = {r["image_index"]: r["caption"] for r in rows}
-    references = {r["image_index"]: r["references"] for r in rows}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="coco_scores: CIDEr-D takes its IDF")
-        scores = coco_scores(hypotheses, references, metrics=metrics)
-    for r in rows:
-        r["scores"] = {m: each[r["image_index"]] for m, each in scores.per_image.items()}
+    scores = _score_rows(rows, metrics)
     name = f"ours ({cfg.attention}, beam {beam_size})"
     report = {
         "checkpoint": str(checkpoint),
@@ -263,6 +257,18 @@ def evaluate_checkpoint(
     if out is not None:
         _write_json(Path(out), report)
     return report
+
+
+def _score_rows(rows: list[dict[str, Any]], metrics: tuple[str, ...]) -> CocoScores:
+    """The corpus scores of :func:`decode_split`'s rows; each row gets its own in ``"scores"``."""
+    hypotheses = {r["image_index"]: r["caption"] for r in rows}
+    references = {r["image_index"]: r["references"] for r in rows}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="coco_scores: CIDEr-D takes its IDF")
+        scores = coco_scores(hypotheses, references, metrics=metrics)
+    for r in rows:
+        r["scores"] = {m: each[r["image_index"]] for m, each in scores.per_image.items()}
+    return scores
 
 
 def check_report_path(path: str | Path | None) -> None:

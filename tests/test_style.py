@@ -33,7 +33,6 @@ TOO_LONG = {
     "metrics.py::corpus_bleu": 67,
     "decoding.py::greedy_decode": 67,
     "decoding.py::beam_search_single": 67,
-    "evaluate.py::evaluate_checkpoint": 63,
     "data/download.py::prepare_dataset": 63,
 }
 
