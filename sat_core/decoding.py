@@ -211,12 +211,22 @@ def greedy_decode(
             if bool(done.all()):
                 break
             state = out.state
+    return _greedy_hypotheses(words, alphas, betas, log_prob, end_id)
 
+
+def _greedy_hypotheses(
+    words: list[Tensor], alphas: list[Tensor], betas: list[Tensor], log_prob: Tensor, end_id: int
+) -> list[Hypothesis]:
+    """Cut each image's words after its first ``<end>``: one :class:`Hypothesis` per image.
+
+    ``words``, ``alphas``, ``betas``: one ``(B,)``, ``(B, L)``, ``(B,)`` tensor per step;
+    ``log_prob``: ``(B,)`` sum_t log p(y_t | a, y_<t) up to ``<end>``.
+    """
     words_t = torch.stack(words, 1).cpu()  # (B, T)
     alphas_t = torch.stack(alphas, 1).cpu()  # (B, T, L)
     betas_t = torch.stack(betas, 1).cpu()  # (B, T)
     hyps = []
-    for b in range(batch):
+    for b in range(words_t.shape[0]):
         seq = words_t[b].tolist()
         finished = end_id in seq
         steps = seq.index(end_id) + 1 if finished else len(seq)
