@@ -271,6 +271,37 @@ def _finish(p: _Partial, end_id: int, length_norm: float, finished: bool) -> Hyp
     )
 
 
+def _grow(
+    live: list[_Partial], top: Tensor, idx: Tensor, out: Any, end_id: int, length_norm: float
+) -> tuple[list[_Partial], list[int], list[Hypothesis]]:
+    """One step's bookkeeping in :func:`beam_search_single`: the kept candidates, grown by a word.
+
+    ``top``, ``idx``: the best candidates' scores and flat indices ``parent * K + word``, best
+    first. Returns the new live hypotheses, the parent of each (to gather the LSTM states) and
+    the hypotheses that ended with ``<end>`` (finished). A -inf candidate ends the list.
+    """
+    num_words = out.logits.shape[1]
+    beta = _beta(out, out.alpha)
+    new_live, parents, ended = [], [], []
+    for value, index in zip(top.tolist(), idx.tolist(), strict=True):
+        if value == -math.inf:
+            break
+        parent, word = divmod(index, num_words)
+        p = live[parent]
+        grown = _Partial(
+            p.tokens + [word],
+            value,
+            p.alphas + [out.alpha[parent]],
+            p.betas + [beta[parent]],
+        )
+        if word == end_id:
+            ended.append(_finish(grown, end_id, length_norm, finished=True))
+        else:
+            new_live.append(grown)
+            parents.append(parent)
+    return new_live, parents, ended
+
+
 def beam_search_single(
     decoder: nn.Module,
     a: Tensor,
@@ -305,29 +336,11 @@ def beam_search_single(
                 ann_live = _rows(ann, 1, lambda x, n=n_live: x.expand(n, *x.shape[1:]))
                 out = decoder.step(y.to(a.device), state, ann_live, mode=mode)
                 logp = _log_probs(out.logits, banned)  # (n_live, K)
-                num_words = logp.shape[1]
                 scores = torch.tensor([p.log_prob for p in live], dtype=logp.dtype)
                 cand = (scores.to(logp.device)[:, None] + logp).view(-1)
                 top, idx = cand.topk(min(beam_size - len(finished), cand.numel()))
-                beta = _beta(out, out.alpha)
-                new_live, parents = [], []
-                for value, index in zip(top.tolist(), idx.tolist(), strict=True):
-                    if value == -math.inf:
-                        break
-                    parent, word = divmod(index, num_words)
-                    p = live[parent]
-                    grown = _Partial(
-                        p.tokens + [word],
-                        value,
-                        p.alphas + [out.alpha[parent]],
-                        p.betas + [beta[parent]],
-                    )
-                    if word == end_id:
-                        finished.append(_finish(grown, end_id, length_norm, finished=True))
-                    else:
-                        new_live.append(grown)
-                        parents.append(parent)
-                live = new_live
+                live, parents, ended = _grow(live, top, idx, out, end_id, length_norm)
+                finished += ended
                 if not live:
                     break
                 index_t = torch.tensor(parents, device=a.device)

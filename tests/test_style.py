@@ -31,7 +31,6 @@ TOO_LONG = {
     "reinforce.py::sample_estimates": 79,
     "grounding.py::attention_grounding": 78,
     "metrics.py::corpus_bleu": 67,
-    "decoding.py::beam_search_single": 67,
     "data/download.py::prepare_dataset": 63,
 }
 
