@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from sat_core.decoder import DecoderOutput
 from sat_core.losses import hard_attention_surrogate, reward_to_go, token_log_likelihood
 
 
@@ -167,12 +168,9 @@ def sample_estimates(
     params = [p for ps in groups.values() for p in ps]
     if not params:
         raise ValueError("sample_estimates: no parameters to measure (all frozen?)")
-    slices, start = {}, 0
-    for name, ps in groups.items():
-        size = sum(p.numel() for p in ps)
-        slices[name] = slice(start, start + size)
-        start += size
-    sums = {k: torch.zeros(start, dtype=torch.float64) for k in ("g", "u", "gg", "uu", "gu")}
+    slices = _group_slices(groups)
+    size = sum(p.numel() for p in params)
+    sums = {k: torch.zeros(size, dtype=torch.float64) for k in ("g", "u", "gg", "uu", "gu")}
     rewards = torch.zeros(n_samples, dtype=torch.float64)
     n_tokens = lengths.sum().clamp(min=1)
     was_training = decoder.training
@@ -181,24 +179,8 @@ def sample_estimates(
         for k in tqdm(range(n_samples), desc="draws of s", unit="draw", disable=not progress,
                       leave=False):
             out = decoder(a, captions_in, lengths, mode="hard-sample", generator=generator)
-            words = token_log_likelihood(out.logits, targets, lengths)
-            log_p_y = words.sum(1)
-            if reward == "caption":
-                rewards[k] = float(log_p_y.detach().double().mean())
-                step, weight = None, torch.ones_like(out.log_p_s)
-            else:  # the reward a per-word baseline averages: the mean log p of one word
-                rewards[k] = float(log_p_y.detach().double().sum() / n_tokens)
-                step = reward_to_go(words.detach(), lengths)
-                steps = torch.arange(words.shape[1], device=words.device)
-                weight = (lengths.to(words.device).unsqueeze(1) - steps).clamp(min=0)
-            loss0 = hard_attention_surrogate(log_p_y, out.log_p_s, out.entropy, n_tokens, 0.0,
-                                             lambda_r=lambda_r, lambda_e=lambda_e,
-                                             step_reward=step)
-            score = lambda_r * (weight * out.log_p_s).sum() / n_tokens
-            g0 = torch.autograd.grad(loss0, params, retain_graph=True, allow_unused=True)
-            u = torch.autograd.grad(score, params, allow_unused=True)
-            g = -_flat(g0, params)  # the ascent direction: minus the loss gradient
-            v = _flat(u, params)
+            g, v, rewards[k] = _one_draw(out, targets, lengths, n_tokens, params, lambda_r,
+                                         lambda_e, reward)
             sums["g"] += g
             sums["u"] += v
             sums["gg"] += g * g
@@ -208,6 +190,49 @@ def sample_estimates(
         decoder.train(was_training)
     return EstimatorSamples(n_samples, slices, sums["g"], sums["u"], sums["gg"], sums["uu"],
                             sums["gu"], rewards)
+
+
+def _group_slices(groups: Mapping[str, Sequence[nn.Parameter]]) -> dict[str, slice]:
+    """Each group's slice of the flattened parameter vector, in the order of ``groups``."""
+    slices, start = {}, 0
+    for name, ps in groups.items():
+        size = sum(p.numel() for p in ps)
+        slices[name] = slice(start, start + size)
+        start += size
+    return slices
+
+
+def _one_draw(
+    out: DecoderOutput,
+    targets: Tensor,
+    lengths: Tensor,
+    n_tokens: Tensor,
+    params: Sequence[nn.Parameter],
+    lambda_r: float,
+    lambda_e: float,
+    reward: str,
+) -> tuple[Tensor, Tensor, float]:
+    """g(0) and u of Eq. (12) for one draw of s (``out``: a ``"hard-sample"`` forward pass).
+
+    Returns g(0) (the ascent direction), u (flattened, float64) and the draw's reward: the batch
+    mean of log p(y|s,a) (``"caption"``) or the mean log p of one word (``"to-go"``).
+    """
+    words = token_log_likelihood(out.logits, targets, lengths)
+    log_p_y = words.sum(1)
+    if reward == "caption":
+        mean_reward = float(log_p_y.detach().double().mean())
+        step, weight = None, torch.ones_like(out.log_p_s)
+    else:  # the reward a per-word baseline averages: the mean log p of one word
+        mean_reward = float(log_p_y.detach().double().sum() / n_tokens)
+        step = reward_to_go(words.detach(), lengths)
+        steps = torch.arange(words.shape[1], device=words.device)
+        weight = (lengths.to(words.device).unsqueeze(1) - steps).clamp(min=0)
+    loss0 = hard_attention_surrogate(log_p_y, out.log_p_s, out.entropy, n_tokens, 0.0,
+                                     lambda_r=lambda_r, lambda_e=lambda_e, step_reward=step)
+    score = lambda_r * (weight * out.log_p_s).sum() / n_tokens
+    g0 = torch.autograd.grad(loss0, params, retain_graph=True, allow_unused=True)
+    u = torch.autograd.grad(score, params, allow_unused=True)
+    return -_flat(g0, params), _flat(u, params), mean_reward  # ascent: minus the loss gradient
 
 
 def _flat(grads: Sequence[Tensor | None], params: Sequence[Tensor]) -> Tensor:

@@ -28,7 +28,6 @@ TOO_LONG = {
     "decoder.py::AttentionDecoder.forward": 86,
     "metrics.py::coco_scores": 83,
     "accuracy.py::judge_caption": 83,
-    "reinforce.py::sample_estimates": 79,
     "grounding.py::attention_grounding": 78,
     "metrics.py::corpus_bleu": 67,
     "data/download.py::prepare_dataset": 63,
