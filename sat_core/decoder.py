@@ -310,18 +310,9 @@ class AttentionDecoder(nn.Module):
         """
         B, T = _check_batch(a, captions_in, lengths)
         _check_mode(mode, s is not None, mix)
-        L = a.shape[1]
         steps = torch.arange(T, device=captions_in.device)
         real = steps.unsqueeze(0) < lengths.to(captions_in.device).unsqueeze(1)  # (B, T)
-        if s is not None:
-            if s.shape != (B, T):
-                raise ValueError(f"forward: s must have shape (B, T) = {(B, T)}, "
-                                 f"got {tuple(s.shape)}")
-            s = s.masked_fill(~real, 0)
-            _check_locations(s, L, "forward: s")
-        if mix is not None and (mix.shape != (B,) or mix.dtype != torch.bool):
-            raise ValueError(f"forward: mix must be a bool tensor of shape ({B},), got "
-                             f"{mix.dtype} {tuple(mix.shape)}")
+        s = _check_forward_s_mix(s, mix, real, a.shape[1])
 
         T_run = int(lengths.max())  # steps after the longest caption are all padding
         ann = self.precompute(a)
@@ -330,46 +321,54 @@ class AttentionDecoder(nn.Module):
         x = self.T_y(emb).unbind(1)  # T's E y_{t-1} columns for all t in one matmul
         T_hz = fast.stepwise(self.T_hz)  # the speed seam: same products as the layers
         U_a = fast.stepwise(self.attention.U_a)
-        hs, zs, es, alphas, betas, ss = [], [], [], [], [], []
-        for t in range(T_run):
+        rs: list[_Recur] = []
+        for t in range(T_run):  # Eq. (1)-(6), one step at a time
             s_t = None if s is None else s[:, t]
             r = self._recur(x[t], state, ann, mode, s=s_t, mix=mix, generator=generator,
                             T_hz=T_hz, U_a=U_a)
             state = (r.h, r.c)
-            hs.append(r.h)
-            zs.append(r.z_hat)
-            es.append(r.e)
-            alphas.append(r.alpha)
-            betas.append(r.beta)
-            ss.append(r.s)
+            rs.append(r)
 
         pad = ~real[:, :T_run]
-        logits = self.deep_output(emb, torch.stack(hs, 1), torch.stack(zs, 1))  # one big L_o
-        alpha = torch.stack(alphas, 1)
-        beta = torch.stack(betas, 1)
+        h, z_hat = torch.stack([r.h for r in rs], 1), torch.stack([r.z_hat for r in rs], 1)
+        logits = self.deep_output(emb, h, z_hat)  # Eq. (7), one big L_o for all steps
+        alpha = torch.stack([r.alpha for r in rs], 1)
+        beta = torch.stack([r.beta for r in rs], 1)
         if bool(pad.any()):
             logits = logits.masked_fill(pad.unsqueeze(-1), 0.0)
             alpha = alpha.masked_fill(pad.unsqueeze(-1), 0.0)
             beta = beta.masked_fill(pad, 0.0)
         s_out = log_p_s = entropy = None
-        if mode != "soft":
-            e = torch.stack(es, 1)
-            entropy = attention_entropy(e).masked_fill(pad, 0.0)
-            if ss[0] is not None:
-                s_out = torch.stack(ss, 1).masked_fill(pad, 0)
-                sampled = s_out >= 0  # False where `mix` used the expectation
-                log_p_s = location_log_prob(e, s_out.clamp(min=0))
-                log_p_s = log_p_s.masked_fill(pad | ~sampled, 0.0)
+        if mode != "soft":  # Sec. 4.1: the locations s_t, log p(s | a) (Eq. (8)), H(alpha_t)
+            s_out, log_p_s, entropy = _hard_outputs(rs, pad)
+        out = DecoderOutput(logits, alpha, beta, s_out, log_p_s, entropy)
+        return _pad_steps(out, T) if T_run < T else out  # zero outputs for the all-padding tail
 
-        if T_run < T:  # zero outputs for the all-padding tail
-            extra = T - T_run
-            logits = F.pad(logits, (0, 0, 0, extra))
-            alpha = F.pad(alpha, (0, 0, 0, extra))
-            beta = F.pad(beta, (0, extra))
-            s_out = None if s_out is None else F.pad(s_out, (0, extra))
-            log_p_s = None if log_p_s is None else F.pad(log_p_s, (0, extra))
-            entropy = None if entropy is None else F.pad(entropy, (0, extra))
-        return DecoderOutput(logits, alpha, beta, s_out, log_p_s, entropy)
+
+# ----------------------------------------------------------------------------- forward's outputs
+def _hard_outputs(rs: list[_Recur], pad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor]:
+    """The hard-attention outputs of :meth:`AttentionDecoder.forward`, (B, T) each, 0 at ``pad``:
+
+    the locations s_t (-1 where ``mix`` used the expectation; None in ``"hard-expect"``), their
+    log p(s_t | a) = log alpha_t[s_t] (Eq. (8); 0 at mixed rows) and the entropy H(alpha_t).
+    """
+    e = torch.stack([r.e for r in rs], 1)
+    entropy = attention_entropy(e).masked_fill(pad, 0.0)
+    if rs[0].s is None:
+        return None, None, entropy
+    s_out = torch.stack([r.s for r in rs], 1).masked_fill(pad, 0)
+    sampled = s_out >= 0  # False where `mix` used the expectation
+    log_p_s = location_log_prob(e, s_out.clamp(min=0))
+    log_p_s = log_p_s.masked_fill(pad | ~sampled, 0.0)
+    return s_out, log_p_s, entropy
+
+
+def _pad_steps(out: DecoderOutput, T: int) -> DecoderOutput:
+    """``out`` zero-padded along the steps (dim 1) to T: the steps after the longest caption."""
+    extra = T - out.logits.shape[1]
+    return DecoderOutput(*(
+        None if x is None else F.pad(x, (0, 0) * (x.dim() - 2) + (0, extra)) for x in out
+    ))
 
 
 # --------------------------------------------------------------------------------- input checks
@@ -391,6 +390,24 @@ def _check_locations(s: Tensor, L: int, what: str) -> None:
     if s.numel() and (int(s.min()) < 0 or int(s.max()) >= L):
         raise ValueError(f"{what} holds locations outside [0, {L}): min {int(s.min())}, "
                          f"max {int(s.max())}")
+
+
+def _check_forward_s_mix(
+    s: Tensor | None, mix: Tensor | None, real: Tensor, L: int
+) -> Tensor | None:
+    """Check :meth:`AttentionDecoder.forward`'s ``s`` (B, T) and ``mix`` (B,) bool; returns ``s``
+    with its padded steps (``real`` False) set to location 0."""
+    B, T = real.shape
+    if s is not None:
+        if s.shape != (B, T):
+            raise ValueError(f"forward: s must have shape (B, T) = {(B, T)}, "
+                             f"got {tuple(s.shape)}")
+        s = s.masked_fill(~real, 0)
+        _check_locations(s, L, "forward: s")
+    if mix is not None and (mix.shape != (B,) or mix.dtype != torch.bool):
+        raise ValueError(f"forward: mix must be a bool tensor of shape ({B},), got "
+                         f"{mix.dtype} {tuple(mix.shape)}")
+    return s
 
 
 def _check_batch(a: Tensor, captions_in: Tensor, lengths: Tensor) -> tuple[int, int]:
