@@ -397,16 +397,12 @@ def beam_search(
     """Batched beam search: ``B`` images x ``k`` beams in one tensor program.
 
     Args:
-        decoder: an ``AttentionDecoder`` (``precompute``, ``init_state``, ``step``).
-        a: annotation vectors ``(B, L, D)``.
+        decoder, a, start_id, end_id, mode, suppress_ids: as in :func:`greedy_decode`.
         beam_size: k, the number of hypotheses kept per image.
         max_len: the maximum number of decode steps; live hypotheses are cut there.
-        start_id, end_id: ids of ``<start>`` and ``<end>``.
         length_norm: rank candidates by ``log_prob / num_steps ** length_norm`` (0 = plain sum).
-        mode: ``"soft"``, or ``"hard-argmax"`` / ``"hard-expect"`` for hard-attention models.
         n_best: None -> the best hypothesis per image; an int -> the ``n_best`` best per image,
             best first (``list[list[Hypothesis]]``; at most ``beam_size`` exist).
-        suppress_ids: word ids never emitted (besides ``<start>``, which never is).
 
     Slot j of image b is row ``b * k + j`` of every ``(B*k, ...)`` tensor (the first step, with one
     hypothesis per image, runs on B rows); the annotation vectors stay ``(B, L, D)``, shared by the
@@ -424,53 +420,85 @@ def beam_search(
         state = decoder.init_state(a)  # one row per image until the first step has run
         y = torch.full((batch,), start_id, dtype=torch.long, device=device)
         dtype = torch.promote_types(a.dtype, torch.float32)  # scores in at least float32
-        scores = torch.full((batch, k), -math.inf, device=device, dtype=dtype)
-        scores[:, 0] = 0.0  # one empty hypothesis per image
-        capacity = torch.full((batch, 1), k, device=device)  # k minus the finished, per image
+        scores, capacity = _empty_beams(batch, k, dtype, device)  # (B, k) and (B, 1)
         active = torch.arange(batch, device=device)  # the images still searching
-        rank = torch.arange(k, device=device)[None, :]
         for t in range(max_len):
             n = active.shape[0]
             out = decoder.step(y, state, ann, mode=mode)
             if t == 0:  # each image has one (empty) hypothesis: its step, copied to the k slots
                 out = _rows(out, batch, lambda x: x.repeat_interleave(k, dim=0))
-            logp = _log_probs(out.logits, banned)  # (n*k, K)
-            num_words = logp.shape[1]
-            cand = (scores.view(-1, 1) + logp).view(n, k * num_words)
-            top, idx = cand.topk(k, dim=1)  # (n, k), best first
-            parents, words = idx // num_words, idx % num_words
-            kept = (rank < capacity) & torch.isfinite(top)
-            ended = kept & (words == end_id)
-            alive = kept & ~ended
-            # back-pointers as rows of the (n*k, ...) tensors
-            flat = (torch.arange(n, device=device)[:, None] * k + parents).view(-1)
-            step = _Step(
-                words=words,
-                parents=parents,
-                alphas=out.alpha[flat].view(n, k, -1),
-                betas=_beta(out, out.alpha)[flat].view(n, k),
-                scores=top,
-                ended=ended,
-            )
+            step, flat, scores, capacity = _beam_step(out, scores, capacity, banned, end_id)
             history.append(step if n == batch else step.scatter(active, batch))
-            capacity = capacity - ended.sum(dim=1, keepdim=True)
-            scores = top.masked_fill(~alive, -math.inf)
-            searching = alive.any(dim=1)  # (n,)
-            n_left = int(searching.sum())
-            if n_left == 0:
+            searching = torch.isfinite(scores).any(dim=1)  # (n,) images with a live hypothesis
+            if not bool(searching.any()):
                 break
             state = _rows(out.state, n * k, lambda x, i=flat: x[i])
-            y = words.view(-1)
-            if n_left <= 0.75 * n:  # drop the rows of the images that are done
+            y = step.words.view(-1)
+            if int(searching.sum()) <= 0.75 * n:  # drop the rows of the images that are done
                 keep = searching.nonzero().squeeze(1)
-                rows = (keep[:, None] * k + rank).view(-1)
-                ann = _rows(ann, n, lambda x, i=keep: x[i])
-                state = _rows(state, n * k, lambda x, i=rows: x[i])
-                y, scores, capacity = y[rows], scores[keep], capacity[keep]
-                active = active[keep]
+                ann, state, y = _keep_images(keep, k, ann, state, y)
+                scores, capacity, active = scores[keep], capacity[keep], active[keep]
     live_scores = torch.full((batch, k), -math.inf, device=device, dtype=dtype)
     live_scores[active] = scores
     return _collect(history, live_scores, end_id, length_norm, n_best)
+
+
+def _empty_beams(
+    batch: int, k: int, dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """The start of :func:`beam_search`: one empty hypothesis per image, in slot 0.
+
+    Returns the slots' scores ``(B, k)`` (0, then -inf: never filled) and each image's capacity
+    ``(B, 1)``: k minus the hypotheses it has finished (none yet).
+    """
+    scores = torch.full((batch, k), -math.inf, device=device, dtype=dtype)
+    scores[:, 0] = 0.0  # one empty hypothesis per image
+    capacity = torch.full((batch, 1), k, device=device)  # k minus the finished, per image
+    return scores, capacity
+
+
+def _beam_step(
+    out: Any, scores: Tensor, capacity: Tensor, banned: Sequence[int], end_id: int
+) -> tuple[_Step, Tensor, Tensor, Tensor]:
+    """One step's bookkeeping in :func:`beam_search`: each image's k best of its k*K candidates.
+
+    ``out``: the decoder's step on the ``n*k`` live rows; ``scores`` ``(n, k)``: log p(y_<t | a)
+    of each slot (-inf: finished or never filled); ``capacity`` ``(n, 1)``: k minus the finished.
+    Returns the :class:`_Step`, its back-pointers as rows of the ``(n*k, ...)`` tensors, the
+    new slots' scores (-inf where a slot was not kept or ended with ``<end>``) and capacities.
+    """
+    n, k = scores.shape
+    logp = _log_probs(out.logits, banned)  # (n*k, K)
+    num_words = logp.shape[1]
+    cand = (scores.view(-1, 1) + logp).view(n, k * num_words)
+    top, idx = cand.topk(k, dim=1)  # (n, k), best first
+    parents, words = idx // num_words, idx % num_words
+    rank = torch.arange(k, device=scores.device)[None, :]
+    kept = (rank < capacity) & torch.isfinite(top)
+    ended = kept & (words == end_id)
+    alive = kept & ~ended
+    # back-pointers as rows of the (n*k, ...) tensors
+    flat = (torch.arange(n, device=scores.device)[:, None] * k + parents).view(-1)
+    step = _Step(
+        words=words,
+        parents=parents,
+        alphas=out.alpha[flat].view(n, k, -1),
+        betas=_beta(out, out.alpha)[flat].view(n, k),
+        scores=top,
+        ended=ended,
+    )
+    capacity = capacity - ended.sum(dim=1, keepdim=True)
+    return step, flat, top.masked_fill(~alive, -math.inf), capacity
+
+
+def _keep_images(keep: Tensor, k: int, ann: Any, state: Any, y: Tensor) -> tuple[Any, Any, Tensor]:
+    """The rows of the images ``keep`` (those still searching): ``ann`` has one row per image,
+    ``state`` and the words ``y`` have k (``b * k + j``); the finished images' rows are dropped."""
+    n = y.shape[0] // k
+    rows = (keep[:, None] * k + torch.arange(k, device=keep.device)[None, :]).view(-1)
+    ann = _rows(ann, n, lambda x, i=keep: x[i])
+    state = _rows(state, n * k, lambda x, i=rows: x[i])
+    return ann, state, y[rows]
 
 
 def decode(

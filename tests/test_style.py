@@ -24,7 +24,6 @@ PACKAGE = Path(sat_core.__file__).parent
 TOO_LONG = {
     "features.py::build_feature_cache": 97,
     "exercises/_base.py::compare": 92,
-    "decoding.py::beam_search": 90,
     "metrics.py::coco_scores": 83,
     "accuracy.py::judge_caption": 83,
     "grounding.py::attention_grounding": 78,
