@@ -39,6 +39,7 @@ __all__ = [
     "JavaMissingWarning",
     "METRICS",
     "PAPER_TABLE1",
+    "bleu_counts",
     "brevity_penalty",
     "closest_ref_length",
     "coco_scores",
@@ -136,6 +137,33 @@ def _check_corpus(hypotheses: Any, references: Any) -> None:
                                  "captions from the references")
 
 
+def bleu_counts(
+    hypotheses: Sequence[Sequence[str]],
+    references: Sequence[Sequence[Sequence[str]]],
+    max_n: int = 4,
+) -> tuple[list[int], list[int], int, int]:
+    """What BLEU divides, summed over the corpus: ``(matches, totals, C, R_eff)``.
+
+    ``matches[n-1]`` is the numerator of p_n (clipped n-gram matches, step 1 of
+    :func:`corpus_bleu`), ``totals[n-1]`` its denominator (hypothesis n-grams), ``C`` the total
+    hypothesis length and ``R_eff`` the effective reference length (step 2).
+    """
+    matches = [0] * max_n  # clipped n-gram matches, summed over the corpus
+    totals = [0] * max_n  # hypothesis n-grams, summed over the corpus
+    hyp_len = ref_len = 0
+    for hyp, refs in zip(hypotheses, references, strict=True):
+        hyp_len += len(hyp)
+        ref_len += closest_ref_length(len(hyp), (len(r) for r in refs))
+        for n in range(1, max_n + 1):
+            hyp_counts = ngram_counts(hyp, n)
+            max_ref_counts: Counter[tuple[str, ...]] = Counter()
+            for ref in refs:
+                max_ref_counts |= ngram_counts(ref, n)  # element-wise max over references
+            matches[n - 1] += sum((hyp_counts & max_ref_counts).values())  # clipped counts
+            totals[n - 1] += max(0, len(hyp) - n + 1)
+    return matches, totals, hyp_len, ref_len
+
+
 def corpus_bleu(
     hypotheses: Sequence[Sequence[str]],
     references: Sequence[Sequence[Sequence[str]]],
@@ -175,20 +203,7 @@ def corpus_bleu(
         raise ValueError(f"corpus_bleu: max_n must be a positive int, got {max_n!r}")
     _check_corpus(hypotheses, references)
 
-    matches = [0] * max_n  # clipped n-gram matches, summed over the corpus
-    totals = [0] * max_n  # hypothesis n-grams, summed over the corpus
-    hyp_len = ref_len = 0
-    for hyp, refs in zip(hypotheses, references, strict=True):
-        hyp_len += len(hyp)
-        ref_len += closest_ref_length(len(hyp), (len(r) for r in refs))
-        for n in range(1, max_n + 1):
-            hyp_counts = ngram_counts(hyp, n)
-            max_ref_counts: Counter[tuple[str, ...]] = Counter()
-            for ref in refs:
-                max_ref_counts |= ngram_counts(ref, n)  # element-wise max over references
-            matches[n - 1] += sum((hyp_counts & max_ref_counts).values())  # clipped counts
-            totals[n - 1] += max(0, len(hyp) - n + 1)
-
+    matches, totals, hyp_len, ref_len = bleu_counts(hypotheses, references, max_n)
     bp = brevity_penalty(hyp_len, ref_len)
     log_p = [math.log((m + _TINY) / (t + _SMALL)) for m, t in zip(matches, totals, strict=True)]
     bleu = [bp * math.exp(sum(log_p[:n]) / n) for n in range(1, max_n + 1)]

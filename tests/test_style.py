@@ -28,7 +28,6 @@ TOO_LONG = {
     "accuracy.py::judge_caption": 83,
     "reinforce.py::sample_estimates": 79,
     "grounding.py::attention_grounding": 78,
-    "metrics.py::corpus_bleu": 67,
     "decoding.py::greedy_decode": 67,
     "decoding.py::beam_search_single": 67,
     "losses.py::hard_attention_surrogate": 64,
