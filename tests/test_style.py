@@ -24,7 +24,6 @@ PACKAGE = Path(sat_core.__file__).parent
 TOO_LONG = {
     "decoding.py::beam_search": 90,
     "decoder.py::AttentionDecoder.forward": 86,
-    "metrics.py::coco_scores": 83,
     "accuracy.py::judge_caption": 83,
     "reinforce.py::sample_estimates": 79,
     "grounding.py::attention_grounding": 78,
