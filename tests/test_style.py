@@ -24,7 +24,6 @@ PACKAGE = Path(sat_core.__file__).parent
 TOO_LONG = {
     "decoding.py::beam_search": 90,
     "decoder.py::AttentionDecoder.forward": 86,
-    "accuracy.py::judge_caption": 83,
     "reinforce.py::sample_estimates": 79,
     "grounding.py::attention_grounding": 78,
     "decoding.py::greedy_decode": 67,
