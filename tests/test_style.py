@@ -25,7 +25,6 @@ TOO_LONG = {
     "decoding.py::beam_search": 90,
     "decoder.py::AttentionDecoder.forward": 86,
     "reinforce.py::sample_estimates": 79,
-    "grounding.py::attention_grounding": 78,
     "decoding.py::greedy_decode": 67,
     "decoding.py::beam_search_single": 67,
     "losses.py::hard_attention_surrogate": 64,
