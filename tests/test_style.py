@@ -29,7 +29,6 @@ TOO_LONG = {
     "decoding.py::beam_search_single": 67,
     "losses.py::hard_attention_surrogate": 64,
     "evaluate.py::evaluate_checkpoint": 63,
-    "data/download.py::prepare_dataset": 63,
 }
 
 
