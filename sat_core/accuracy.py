@@ -319,7 +319,24 @@ def judge_caption(tokens: Sequence[str] | str, objects: Sequence[Any], image_siz
     if len(phrases) != len(objects):
         reasons.append(f"names {_plural(len(phrases), 'object')}, the image has "
                        f"{len(objects)}")
+    words, wrong_words = _judge_words(phrases, best, attrs)
+    reasons += wrong_words
+    truth = spatial(best)
+    n_rel = len(parsed.relations)
+    reasons += _relation_reasons(parsed.relations, truth[:n_rel], best, objects, centers)
+    reasons += _position_reasons(parsed.positions, truth[n_rel:], best, objects, centers,
+                                 image_size, cfg)
+    return CaptionJudgement(right=not reasons, parsed=True,
+                            words={k: (c, t) for k, (c, t) in words.items()}, reasons=reasons,
+                            parse=parsed, matching=best)
+
+
+def _judge_words(phrases: Sequence[Any], best: tuple[int | None, ...],
+                 attrs: list[dict[str, Any]]) -> tuple[dict[str, list[int]], list[str]]:
+    """Kind -> [right, said] over the words of the matched phrases, and the reasons: each phrase
+    that names no object, each word that is wrong for its object."""
     words = {k: [0, 0] for k in WORD_KINDS}
+    reasons: list[str] = []
     for n, (p, o) in enumerate(zip(phrases, best, strict=True)):
         if o is None:
             reasons.append(f"phrase {n + 1} '{p}' names no object of the image")
@@ -332,9 +349,15 @@ def judge_caption(tokens: Sequence[str] | str, objects: Sequence[Any], image_siz
                 words[k][0] += 1
             elif o is not None:
                 reasons.append(f"'{said}' should be '{attrs[o][k]}' (phrase {n + 1}: '{p}')")
-    truth = spatial(best)
-    n_rel = len(parsed.relations)
-    for (i, r, j), ok in zip(parsed.relations, truth[:n_rel], strict=True):
+    return words, reasons
+
+
+def _relation_reasons(relations: Sequence[tuple[int, str, int]], truth: Sequence[bool],
+                      best: tuple[int | None, ...], objects: Sequence[Any],
+                      centers: Sequence[tuple[float, ...]]) -> list[str]:
+    """Why each false relation ("to the left of", ...) between the matched objects is false."""
+    reasons: list[str] = []
+    for (i, r, j), ok in zip(relations, truth, strict=True):
         said = " ".join(_shapes._RELATION_WORDS[r])
         if ok:
             continue
@@ -345,7 +368,17 @@ def judge_caption(tokens: Sequence[str] | str, objects: Sequence[Any], image_siz
         actual = " ".join(_shapes._RELATION_WORDS[relation(centers[a], centers[b])])
         reasons.append(f"'{said}' is false: {_describe(objects[a])} is {actual} "
                        f"{_describe(objects[b])}")
-    for (i, p), ok in zip(parsed.positions, truth[n_rel:], strict=True):
+    return reasons
+
+
+def _position_reasons(positions: Sequence[tuple[int, str]], truth: Sequence[bool],
+                      best: tuple[int | None, ...], objects: Sequence[Any],
+                      centers: Sequence[tuple[float, ...]], image_size: int,
+                      cfg: ShapesConfig) -> list[str]:
+    """Why each false position ("in the middle", ...) of a matched object is false: where the
+    object is, with its offset from the image center."""
+    reasons: list[str] = []
+    for (i, p), ok in zip(positions, truth, strict=True):
         said = " ".join(_shapes._POSITION_WORDS[p])
         if ok:
             continue
@@ -361,9 +394,7 @@ def judge_caption(tokens: Sequence[str] | str, objects: Sequence[Any], image_siz
             where = " ".join(_shapes._POSITION_WORDS[frame_side(centers[a], image_size)])
         reasons.append(f"'{said}' is false: {_describe(objects[a])} is {where} "
                        f"(offset from the center dx={dx:+.2f}, dy={dy:+.2f})")
-    return CaptionJudgement(right=not reasons, parsed=True,
-                            words={k: (c, t) for k, (c, t) in words.items()}, reasons=reasons,
-                            parse=parsed, matching=best)
+    return reasons
 
 
 # ---------------------------------------------------------------------------------------------

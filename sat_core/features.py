@@ -305,17 +305,7 @@ def build_feature_cache(
     ``<path>.partial`` and renamed to ``path`` at the very end, replacing an older cache there.
     """
     path = Path(path)
-    records = split.records
-    if not records:
-        raise ValueError(f"split {split.name!r} has no records: nothing to cache at {path}")
-    ids = [int(r.image_id) for r in records]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"split {split.name!r} has duplicate image_ids; cannot index a cache")
-    if path.exists() and not _is_cache_dir(path):
-        raise FeatureCacheError(
-            f"refusing to replace {path}: it exists and is not a feature cache; choose another path"
-        )
-    n = len(records)
+    _check_buildable(split, path)
     dev = pick_device(device)
     was_training = encoder.training
     encoder.to(dev).eval()
@@ -337,45 +327,7 @@ def build_feature_cache(
             _Images(split), batch_size=batch_size, shuffle=False, num_workers=num_workers,
             collate_fn=_stack,
         )
-        features = None
-        row = 0
-        with torch.inference_mode(), tqdm(
-            total=n, desc=f"caching {index['encoder']} features", unit="img", disable=not progress
-        ) as bar:
-            for images, names in batches:
-                a = encoder(images.to(dev))
-                if a.ndim != 3 or a.shape[0] != images.shape[0]:
-                    raise FeatureCacheError(
-                        f"the encoder returned shape {tuple(a.shape)}, expected (B, L, D)"
-                    )
-                if features is None:  # the first batch fixes L, D and the image size
-                    _, L, D = a.shape
-                    grid = _grid_of(encoder, images.shape[-2:], L)
-                    index.update(
-                        num_locations=L, feature_dim=D, grid=list(grid),
-                        image_size=list(images.shape[-2:]), image_ids=ids,
-                        filenames=[r.filename for r in records], num_images=n,
-                    )
-                    features = np.lib.format.open_memmap(
-                        partial / FEATURES_NAME, mode="w+", dtype=np.float16, shape=(n, L, D)
-                    )
-                    _write_index(partial, index)  # complete: false
-                elif list(images.shape[-2:]) != index["image_size"]:
-                    raise FeatureCacheError(
-                        f"image {names[0]} has size {tuple(images.shape[-2:])}, the first "
-                        f"images {tuple(index['image_size'])}: resize them in load_image"
-                    )
-                a16 = a.to(torch.float16)
-                if not torch.isfinite(a16).all():
-                    raise FeatureCacheError(
-                        f"annotation vectors of {names} overflow float16 (|a| > 65504)"
-                    )
-                features[row : row + len(names)] = a16.cpu().numpy()
-                row += len(names)
-                bar.update(len(names))
-        assert features is not None and row == n
-        features.flush()
-        del features
+        _write_features(encoder, batches, split.records, partial, index, dev, progress)
         index["complete"] = True
         _write_index(partial, index)
         _swap_in(partial, path, started)
@@ -385,6 +337,89 @@ def build_feature_cache(
     finally:
         encoder.train(was_training)
     return FeatureCache.open(path)
+
+
+def _check_buildable(split: Split, path: Path) -> None:
+    """Refuse, before any work, a split that cannot index a cache (no records, duplicate
+    image_ids) and a ``path`` that holds something other than a feature cache."""
+    if not split.records:
+        raise ValueError(f"split {split.name!r} has no records: nothing to cache at {path}")
+    ids = [int(r.image_id) for r in split.records]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"split {split.name!r} has duplicate image_ids; cannot index a cache")
+    if path.exists() and not _is_cache_dir(path):
+        raise FeatureCacheError(
+            f"refusing to replace {path}: it exists and is not a feature cache; choose another path"
+        )
+
+
+def _write_features(
+    encoder: nn.Module,
+    batches: DataLoader,
+    records: list[ImageRecord],
+    partial: Path,
+    index: dict[str, Any],
+    dev: torch.device,
+    progress: bool,
+) -> None:
+    """Encode every batch and write its rows of a into ``partial/features.npy``, in the order of
+    ``records``; the file is created at the first batch, which fixes L, D and the image size."""
+    n = len(records)
+    features = None
+    row = 0
+    with torch.inference_mode(), tqdm(
+        total=n, desc=f"caching {index['encoder']} features", unit="img", disable=not progress
+    ) as bar:
+        for images, names in batches:
+            a = encoder(images.to(dev))
+            if a.ndim != 3 or a.shape[0] != images.shape[0]:
+                raise FeatureCacheError(
+                    f"the encoder returned shape {tuple(a.shape)}, expected (B, L, D)"
+                )
+            if features is None:  # the first batch fixes L, D and the image size
+                features = _open_features(encoder, images, a, records, partial, index)
+            elif list(images.shape[-2:]) != index["image_size"]:
+                raise FeatureCacheError(
+                    f"image {names[0]} has size {tuple(images.shape[-2:])}, the first "
+                    f"images {tuple(index['image_size'])}: resize them in load_image"
+                )
+            a16 = a.to(torch.float16)
+            if not torch.isfinite(a16).all():
+                raise FeatureCacheError(
+                    f"annotation vectors of {names} overflow float16 (|a| > 65504)"
+                )
+            features[row : row + len(names)] = a16.cpu().numpy()
+            row += len(names)
+            bar.update(len(names))
+    assert features is not None and row == n
+    features.flush()
+    del features
+
+
+def _open_features(
+    encoder: nn.Module,
+    images: torch.Tensor,
+    a: torch.Tensor,
+    records: list[ImageRecord],
+    partial: Path,
+    index: dict[str, Any],
+) -> np.memmap:
+    """At the first batch: complete ``index`` with L, D, the grid, the image size and the rows'
+    image_ids and filenames, create the (N, L, D) float16 file and write the index (still
+    ``complete: false``)."""
+    n = len(records)
+    _, L, D = a.shape
+    grid = _grid_of(encoder, images.shape[-2:], L)
+    index.update(
+        num_locations=L, feature_dim=D, grid=list(grid),
+        image_size=list(images.shape[-2:]), image_ids=[int(r.image_id) for r in records],
+        filenames=[r.filename for r in records], num_images=n,
+    )
+    features = np.lib.format.open_memmap(
+        partial / FEATURES_NAME, mode="w+", dtype=np.float16, shape=(n, L, D)
+    )
+    _write_index(partial, index)  # complete: false
+    return features
 
 
 def _grid_of(encoder: nn.Module, size: Any, L: int) -> tuple[int, int]:

@@ -249,32 +249,64 @@ def attention_grounding(
             a = encode(x)
             g = grid or enc_grid
             if g is None:
-                side = int(round(a.shape[1] ** 0.5))
-                if side * side != a.shape[1]:
-                    raise ValueError(f"attention_grounding: L = {a.shape[1]} is not square; "
-                                     "pass grid=(h, w)")
-                g = (side, side)
-            rows, caps, owners = [], [], []
-            for j, r in enumerate(chunk):
-                k = captions_per_image or len(r.captions)
-                for c, tokens in enumerate(r.captions[:k]):
-                    caps.append(torch.tensor(vocab.encode(tokens)))
-                    rows.append(j)
-                    owners.append((start + j, c))
-            lengths = torch.tensor([len(c) for c in caps])
-            ids = torch.zeros(len(caps), int(lengths.max()), dtype=torch.long)
-            for i, c in enumerate(caps):
-                ids[i, :len(c)] = c
-            out = decoder(a[torch.tensor(rows, device=a.device)], ids[:, :-1].to(device),
-                          (lengths - 1).to(device), mode=mode)
-            alpha = out.alpha.float().cpu()  # (N, T, L): row t predicts tokens[t]
-            for i, (image_index, c) in enumerate(owners):
-                record = records[image_index]
-                masks = [np.asarray(_get(o, "mask"), dtype=bool) for o in record.extra["objects"]]
-                aligned = record.extra["word_objects"][c]
-                words += score_caption(alpha[i], record.captions[c], aligned, masks, g,
-                                       image_index=image_index, caption_index=c,
-                                       min_overlap=min_overlap)
+                g = _square_grid(a.shape[1])
+            alpha, owners = teacher_force_references(decoder, a, chunk, vocab, mode=mode,
+                                                     captions_per_image=captions_per_image)
+            for i, (j, c) in enumerate(owners):
+                words += _score_reference(alpha[i], records[start + j], c, g,
+                                          image_index=start + j, min_overlap=min_overlap)
     finally:
         decoder.train(was_training)
     return summarize(words)
+
+
+def _square_grid(L: int) -> tuple[int, int]:
+    """``(side, side)`` for L = side * side locations; any other L needs the grid to be given."""
+    side = int(round(L ** 0.5))
+    if side * side != L:
+        raise ValueError(f"attention_grounding: L = {L} is not square; pass grid=(h, w)")
+    return (side, side)
+
+
+@torch.no_grad()
+def teacher_force_references(
+    decoder: Any,
+    a: Tensor,
+    records: Sequence[Any],
+    vocab: Vocabulary,
+    *,
+    mode: str = "soft",
+    captions_per_image: int = 0,
+) -> tuple[Tensor, list[tuple[int, int]]]:
+    """alpha of every reference caption of ``records``, teacher-forced through ``decoder``.
+
+    ``a`` (B, L, D) holds the records' annotation vectors; each caption ``[<start>, w_1, ...,
+    <end>]`` is fed shifted by one (Sec. 3.1.2), so row t of its alpha (T, L) is the attention
+    of the step that predicts ``tokens[t]`` (Eq. (4)-(5)). Returns alpha (N, T, L), float32 on
+    the CPU, and for each of its N rows ``(j, c)``: caption c of ``records[j]``.
+    """
+    device = next(decoder.parameters()).device
+    rows, caps, owners = [], [], []
+    for j, r in enumerate(records):
+        k = captions_per_image or len(r.captions)
+        for c, tokens in enumerate(r.captions[:k]):
+            caps.append(torch.tensor(vocab.encode(tokens)))
+            rows.append(j)
+            owners.append((j, c))
+    lengths = torch.tensor([len(c) for c in caps])
+    ids = torch.zeros(len(caps), int(lengths.max()), dtype=torch.long)
+    for i, c in enumerate(caps):
+        ids[i, :len(c)] = c
+    out = decoder(a[torch.tensor(rows, device=a.device)], ids[:, :-1].to(device),
+                  (lengths - 1).to(device), mode=mode)
+    return out.alpha.float().cpu(), owners  # (N, T, L): row t predicts tokens[t]
+
+
+def _score_reference(alpha: Tensor, record: Any, c: int, grid: tuple[int, int], *,
+                     image_index: int, min_overlap: float) -> list[GroundedWord]:
+    """:func:`score_caption` of reference caption ``c`` of a Shapes ``record``: its tokens, the
+    objects they name (``word_objects``) and the objects' masks."""
+    masks = [np.asarray(_get(o, "mask"), dtype=bool) for o in record.extra["objects"]]
+    aligned = record.extra["word_objects"][c]
+    return score_caption(alpha, record.captions[c], aligned, masks, grid,
+                         image_index=image_index, caption_index=c, min_overlap=min_overlap)

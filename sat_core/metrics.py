@@ -39,6 +39,7 @@ __all__ = [
     "JavaMissingWarning",
     "METRICS",
     "PAPER_TABLE1",
+    "bleu_counts",
     "brevity_penalty",
     "closest_ref_length",
     "coco_scores",
@@ -136,6 +137,33 @@ def _check_corpus(hypotheses: Any, references: Any) -> None:
                                  "captions from the references")
 
 
+def bleu_counts(
+    hypotheses: Sequence[Sequence[str]],
+    references: Sequence[Sequence[Sequence[str]]],
+    max_n: int = 4,
+) -> tuple[list[int], list[int], int, int]:
+    """What BLEU divides, summed over the corpus: ``(matches, totals, C, R_eff)``.
+
+    ``matches[n-1]`` is the numerator of p_n (clipped n-gram matches, step 1 of
+    :func:`corpus_bleu`), ``totals[n-1]`` its denominator (hypothesis n-grams), ``C`` the total
+    hypothesis length and ``R_eff`` the effective reference length (step 2).
+    """
+    matches = [0] * max_n  # clipped n-gram matches, summed over the corpus
+    totals = [0] * max_n  # hypothesis n-grams, summed over the corpus
+    hyp_len = ref_len = 0
+    for hyp, refs in zip(hypotheses, references, strict=True):
+        hyp_len += len(hyp)
+        ref_len += closest_ref_length(len(hyp), (len(r) for r in refs))
+        for n in range(1, max_n + 1):
+            hyp_counts = ngram_counts(hyp, n)
+            max_ref_counts: Counter[tuple[str, ...]] = Counter()
+            for ref in refs:
+                max_ref_counts |= ngram_counts(ref, n)  # element-wise max over references
+            matches[n - 1] += sum((hyp_counts & max_ref_counts).values())  # clipped counts
+            totals[n - 1] += max(0, len(hyp) - n + 1)
+    return matches, totals, hyp_len, ref_len
+
+
 def corpus_bleu(
     hypotheses: Sequence[Sequence[str]],
     references: Sequence[Sequence[Sequence[str]]],
@@ -175,20 +203,7 @@ def corpus_bleu(
         raise ValueError(f"corpus_bleu: max_n must be a positive int, got {max_n!r}")
     _check_corpus(hypotheses, references)
 
-    matches = [0] * max_n  # clipped n-gram matches, summed over the corpus
-    totals = [0] * max_n  # hypothesis n-grams, summed over the corpus
-    hyp_len = ref_len = 0
-    for hyp, refs in zip(hypotheses, references, strict=True):
-        hyp_len += len(hyp)
-        ref_len += closest_ref_length(len(hyp), (len(r) for r in refs))
-        for n in range(1, max_n + 1):
-            hyp_counts = ngram_counts(hyp, n)
-            max_ref_counts: Counter[tuple[str, ...]] = Counter()
-            for ref in refs:
-                max_ref_counts |= ngram_counts(ref, n)  # element-wise max over references
-            matches[n - 1] += sum((hyp_counts & max_ref_counts).values())  # clipped counts
-            totals[n - 1] += max(0, len(hyp) - n + 1)
-
+    matches, totals, hyp_len, ref_len = bleu_counts(hypotheses, references, max_n)
     bp = brevity_penalty(hyp_len, ref_len)
     log_p = [math.log((m + _TINY) / (t + _SMALL)) for m, t in zip(matches, totals, strict=True)]
     bleu = [bp * math.exp(sum(log_p[:n]) / n) for n in range(1, max_n + 1)]
@@ -427,7 +442,18 @@ def coco_scores(
     chosen = _canonical_metrics(metrics)
     _check_coco_inputs(hypotheses, references)
     ids = list(hypotheses)
+    has_java, skipped = _java_for(chosen, tokenize)
+    tokenizer, res, gts = _tokenized(hypotheses, references, ids, tokenize, has_java)
+    scores, per_image = _official_scores(chosen, gts, res, ids, skipped)
+    return CocoScores(scores, per_image=per_image, skipped=skipped, tokenizer=tokenizer)
 
+
+def _java_for(chosen: list[str], tokenize: bool) -> tuple[bool, dict[str, str]]:
+    """Whether Java runs, and the metrics skipped without it (METEOR), for :func:`coco_scores`.
+
+    Java is looked for only when needed (PTB tokenizer, METEOR); when it is missing, ONE
+    :class:`JavaMissingWarning` says what is lost and what to install.
+    """
     skipped: dict[str, str] = {}
     needs_java = tokenize or "METEOR" in chosen
     has_java = java_available() if needs_java else False
@@ -441,8 +467,20 @@ def coco_scores(
                         "(scores may differ slightly from the official ones)")
         warnings.warn(f"coco_scores: Java was not found on PATH, so {'; '.join(lost)}. To get "
                       f"the official numbers, {JAVA_INSTALL_HINT}.", JavaMissingWarning,
-                      stacklevel=2)
+                      stacklevel=3)  # where coco_scores was called
+    return has_java, skipped
 
+
+def _tokenized(
+    hypotheses: Mapping[Hashable, str],
+    references: Mapping[Hashable, Sequence[str]],
+    ids: list[Hashable],
+    tokenize: bool,
+    has_java: bool,
+) -> tuple[str, dict[int, list[str]], dict[int, list[str]]]:
+    """``(tokenizer, res, gts)``: the name of the tokenizer used (``"ptb"``, ``"simple"`` or
+    ``"none"``) and the tokenized hypotheses and references keyed 0..N-1, as pycocoevalcap
+    takes them."""
     # Index images 0..N-1; hypotheses and references are tokenized together (one JVM start).
     raw: dict[Hashable, list[str]] = {}
     for i, k in enumerate(ids):
@@ -459,7 +497,18 @@ def coco_scores(
         tokenized = {key: [_one_line(s) for s in v] for key, v in raw.items()}
     res = {i: tokenized[("hyp", i)] for i in range(len(ids))}
     gts = {i: tokenized[("ref", i)] for i in range(len(ids))}
+    return tokenizer, res, gts
 
+
+def _official_scores(
+    chosen: list[str],
+    gts: dict[int, list[str]],
+    res: dict[int, list[str]],
+    ids: list[Hashable],
+    skipped: Mapping[str, str],
+) -> tuple[dict[str, float], dict[str, dict[Hashable, float]]]:
+    """The ``chosen`` pycocoevalcap metrics of ``res`` against ``gts``: the corpus scores and,
+    per metric, each image's own (keyed by the caller's ``ids``)."""
     scores: dict[str, float] = {}
     per_image: dict[str, dict[Hashable, float]] = {}
 
@@ -481,9 +530,9 @@ def coco_scores(
             if len(ids) < 2:
                 warnings.warn("coco_scores: CIDEr-D takes its IDF from the evaluated references; "
                               "with a single image every weight is log(1) = 0 and CIDEr-D is 0",
-                              stacklevel=2)
+                              stacklevel=3)  # where coco_scores was called
             record("CIDEr", *_import_pycocoevalcap("cider.cider").Cider().compute_score(gts, res))
-    return CocoScores(scores, per_image=per_image, skipped=skipped, tokenizer=tokenizer)
+    return scores, per_image
 
 
 # ---------------------------------------------------------------------------------------------

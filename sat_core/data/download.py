@@ -576,6 +576,20 @@ def _local_copies(captions_zip: str | Path | None,
     return out
 
 
+def _is_done(f: RemoteFile, ds_dir: Path) -> bool:
+    """Whether ``f`` is already unpacked in ``ds_dir``: its done-marker is there or, for a file
+    of which one member is picked (``pick``), that member is (e.g. a ``dataset_NAME.json`` put
+    there by hand)."""
+    by_hand = f.pick is not None and (ds_dir / f.pick).is_file()
+    return by_hand or (ds_dir / _done_name(f)).exists()
+
+
+def _placed_by_hand(f: RemoteFile, ds_dir: Path) -> bool:
+    """Whether the folder ``f`` extracts to already holds something (a copy put there by hand)."""
+    target = ds_dir / f.extract_to
+    return target.is_dir() and any(target.iterdir())
+
+
 def prepare_dataset(
     name: str,
     root: str | Path = "data",
@@ -608,21 +622,14 @@ def prepare_dataset(
     for note in spec.notes:
         print(note, file=sys.stderr)
 
-    def is_done(f: RemoteFile) -> bool:
-        by_hand = f.pick is not None and (ds_dir / f.pick).is_file()
-        return by_hand or (ds_dir / _done_name(f)).exists()
-
-    def placed_by_hand(f: RemoteFile) -> bool:
-        target = ds_dir / f.extract_to
-        return target.is_dir() and any(target.iterdir())
-
     # Fail before downloading anything when a file can only be obtained by hand.
     for f in spec.files:
-        if not (f.urls or f.option in local or mirror or is_done(f) or placed_by_hand(f)):
+        if not (f.urls or f.option in local or mirror or _is_done(f, ds_dir)
+                or _placed_by_hand(f, ds_dir)):
             raise ManualDownloadRequired(spec.instructions.replace("ROOT", str(root)))
 
     ds_dir.mkdir(parents=True, exist_ok=True)
-    for f in (f for f in spec.files if not is_done(f)):
+    for f in (f for f in spec.files if not _is_done(f, ds_dir)):
         if f.option in local:  # given by hand: only read, its checksum not recorded
             _unpack(local[f.option], f, ds_dir)
             continue

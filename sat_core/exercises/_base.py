@@ -195,82 +195,96 @@ def compare(
     lists, dicts and dataclasses are compared element by element; numbers with ``isclose``;
     anything else with ``==``.
     """
+    tol = {"rtol": rtol, "atol": atol, "check_dtype": check_dtype}
     if isinstance(expected, Tensor):
         _compare_tensor(got, expected, name, rtol, atol, check_dtype)
     elif isinstance(expected, np.ndarray):
-        if not isinstance(got, np.ndarray):
-            raise ExerciseFailed(f"{name} should be a NumPy array, got {type(got).__name__}")
-        _compare_tensor(
-            torch.from_numpy(np.asarray(got)),
-            torch.from_numpy(expected),
-            name,
-            rtol,
-            atol,
-            check_dtype,
-        )
+        _compare_array(got, expected, name, rtol, atol, check_dtype)
     elif dataclasses.is_dataclass(expected) and not isinstance(expected, type):
-        if type(got) is not type(expected):
-            raise ExerciseFailed(
-                f"{name} should be a {type(expected).__name__}, got {type(got).__name__}"
-            )
-        for f in dataclasses.fields(expected):
-            compare(
-                getattr(got, f.name),
-                getattr(expected, f.name),
-                name=f"{name}.{f.name}",
-                rtol=rtol,
-                atol=atol,
-                check_dtype=check_dtype,
-            )
+        _compare_dataclass(got, expected, name, tol)
     elif isinstance(expected, Mapping):
-        if not isinstance(got, Mapping):
-            raise ExerciseFailed(f"{name} should be a dict, got {type(got).__name__}")
-        if set(got) != set(expected):
-            missing, extra = set(expected) - set(got), set(got) - set(expected)
-            raise ExerciseFailed(
-                f"{name} has the wrong keys: missing {sorted(map(str, missing))}, "
-                f"unexpected {sorted(map(str, extra))}"
-            )
-        for k in expected:
-            compare(
-                got[k],
-                expected[k],
-                name=f"{name}[{k!r}]",
-                rtol=rtol,
-                atol=atol,
-                check_dtype=check_dtype,
-            )
+        _compare_mapping(got, expected, name, tol)
     elif isinstance(expected, (tuple, list)):
-        if not isinstance(got, (tuple, list)):
-            raise ExerciseFailed(
-                f"{name} should be a {type(expected).__name__} of {len(expected)} values, "
-                f"got a {type(got).__name__}"
-            )
-        if len(got) != len(expected):
-            raise ExerciseFailed(
-                f"{name} should have {len(expected)} values, got {len(got)}"
-                + (" (return them all, in order)" if len(got) < len(expected) else "")
-            )
-        fields = getattr(expected, "_fields", None)
-        for i, (g, e) in enumerate(zip(got, expected, strict=True)):
-            label = f"{name}.{fields[i]}" if fields else f"{name}[{i}]"
-            compare(g, e, name=label, rtol=rtol, atol=atol, check_dtype=check_dtype)
+        _compare_sequence(got, expected, name, tol)
     elif isinstance(expected, bool) or expected is None or isinstance(expected, str):
         if got != expected:
             raise ExerciseFailed(f"{name} should be {expected!r}, got {got!r}")
     elif isinstance(expected, (int, float)):
-        if isinstance(got, Tensor) and got.numel() == 1:
-            got = got.item()
-        if not isinstance(got, (int, float)) or isinstance(got, bool):
-            raise ExerciseFailed(f"{name} should be a number, got {type(got).__name__}")
-        if isinstance(expected, int) and isinstance(got, int):
-            ok = got == expected
-        else:
-            ok = math.isclose(got, expected, rel_tol=rtol, abs_tol=atol)
-        if not ok:
-            raise ExerciseFailed(f"{name} should be {_fmt(expected)}, got {_fmt(got)}")
+        _compare_number(got, expected, name, rtol, atol)
     elif got != expected:
         raise ExerciseFailed(f"{name} should be {expected!r}, got {got!r}")
+
+
+def _compare_array(
+    got: Any, expected: np.ndarray, name: str, rtol: float, atol: float, check_dtype: bool
+) -> None:
+    """A NumPy array: of that type, then compared as the tensors it holds."""
+    if not isinstance(got, np.ndarray):
+        raise ExerciseFailed(f"{name} should be a NumPy array, got {type(got).__name__}")
+    _compare_tensor(
+        torch.from_numpy(np.asarray(got)),
+        torch.from_numpy(expected),
+        name,
+        rtol,
+        atol,
+        check_dtype,
+    )
+
+
+def _compare_dataclass(got: Any, expected: Any, name: str, tol: dict[str, Any]) -> None:
+    """A dataclass instance: of the very same class, then field by field (``name.field``)."""
+    if type(got) is not type(expected):
+        raise ExerciseFailed(
+            f"{name} should be a {type(expected).__name__}, got {type(got).__name__}"
+        )
+    for f in dataclasses.fields(expected):
+        compare(getattr(got, f.name), getattr(expected, f.name), name=f"{name}.{f.name}", **tol)
+
+
+def _compare_mapping(got: Any, expected: Mapping, name: str, tol: dict[str, Any]) -> None:
+    """A dict: the same keys (the missing and unexpected ones named), then value by value."""
+    if not isinstance(got, Mapping):
+        raise ExerciseFailed(f"{name} should be a dict, got {type(got).__name__}")
+    if set(got) != set(expected):
+        missing, extra = set(expected) - set(got), set(got) - set(expected)
+        raise ExerciseFailed(
+            f"{name} has the wrong keys: missing {sorted(map(str, missing))}, "
+            f"unexpected {sorted(map(str, extra))}"
+        )
+    for k in expected:
+        compare(got[k], expected[k], name=f"{name}[{k!r}]", **tol)
+
+
+def _compare_sequence(got: Any, expected: tuple | list, name: str, tol: dict[str, Any]) -> None:
+    """A tuple or list: as many values, compared in order (a named tuple's by field name)."""
+    if not isinstance(got, (tuple, list)):
+        raise ExerciseFailed(
+            f"{name} should be a {type(expected).__name__} of {len(expected)} values, "
+            f"got a {type(got).__name__}"
+        )
+    if len(got) != len(expected):
+        raise ExerciseFailed(
+            f"{name} should have {len(expected)} values, got {len(got)}"
+            + (" (return them all, in order)" if len(got) < len(expected) else "")
+        )
+    fields = getattr(expected, "_fields", None)
+    for i, (g, e) in enumerate(zip(got, expected, strict=True)):
+        label = f"{name}.{fields[i]}" if fields else f"{name}[{i}]"
+        compare(g, e, name=label, **tol)
+
+
+def _compare_number(got: Any, expected: int | float, name: str, rtol: float, atol: float) -> None:
+    """A number (a one-element tensor counts): ints exactly, floats with ``math.isclose``."""
+    if isinstance(got, Tensor) and got.numel() == 1:
+        got = got.item()
+    if not isinstance(got, (int, float)) or isinstance(got, bool):
+        raise ExerciseFailed(f"{name} should be a number, got {type(got).__name__}")
+    if isinstance(expected, int) and isinstance(got, int):
+        ok = got == expected
+    else:
+        ok = math.isclose(got, expected, rel_tol=rtol, abs_tol=atol)
+    if not ok:
+        raise ExerciseFailed(f"{name} should be {_fmt(expected)}, got {_fmt(got)}")
 
 
 def _compare_tensor(
