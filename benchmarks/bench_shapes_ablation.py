@@ -12,6 +12,7 @@ soft: penalty lambda = 1    the doubly stochastic penalty of Eq. (14) at the pap
 soft: random encoder        the small CNN frozen at its random initialisation (no pretraining)
 soft: 17 px receptive       no context block: each cell sees 17 px (an object is up to 31 px)
 soft: any naming order      captions name a random object first (the old Shapes captions)
+soft: coordinates [-1, 1]   the coordinate channels span [-1, 1], not [-8, 8] (scale 1)
 hard: the recipe            ``shapes-hard`` as it is (reward-to-go, lambda_r 0.1, 75 % expected)
 hard: caption reward        every s_t scored with the whole log p(y|s,a) (Eq. 12 as written)
 hard: paper mixing 0.5      the expectation for half of the captions (Sec. 4.1)
@@ -45,6 +46,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "soft: random encoder": ("shapes-soft", {"encoder_weights": "none"}),
     "soft: 17 px receptive field": ("shapes-soft", {"encoder_context": 0}),
     "soft: any naming order": ("shapes-soft", {"shapes_naming": "any"}),
+    "soft: coordinates in [-1, 1]": ("shapes-soft", {"encoder_coord_scale": 1.0}),
     "hard: the recipe": ("shapes-hard", {}),
     "hard: caption reward (Eq. 12)": ("shapes-hard", {"hard_reward": "caption"}),
     "hard: paper mixing 0.5": ("shapes-hard", {"hard_mix": 0.5}),

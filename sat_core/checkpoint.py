@@ -293,7 +293,7 @@ def load_checkpoint(
         dropped = sorted(set(ckpt["config"]) - set(known))
         warnings.warn(f"{path}: ignoring config fields this code does not know: {dropped}",
                       stacklevel=2)
-    ckpt_config = TrainConfig(**known)
+    ckpt_config = TrainConfig.from_dict(known)  # fields it lacks: their LEGACY_DEFAULTS
     if config is not None:
         diff = {
             k: (getattr(ckpt_config, k), getattr(config, k))

@@ -51,7 +51,8 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "image_size": (16, None, True, False),  # the small CNN's four stride-2 blocks need 16 px
     **dict.fromkeys(("resize", "shapes_seed", "seed", "max_steps", "checkpoint_every",
                      "patience", "num_workers", "warmup_steps", "val_images", "num_threads",
-                     "log_every", "encoder_context", "lr_decay_epochs", "weight_decay",
+                     "log_every", "encoder_context", "encoder_coord_scale", "lr_decay_epochs",
+                     "weight_decay",
                      "grad_clip", "alpha_c", "lambda_r", "lambda_e"), _AT_LEAST_0),
     "lr": _ABOVE_0,
     "lr_decay": (0, 1, False, True),
@@ -125,6 +126,10 @@ class TrainConfig:
     encoder_context: int = _f(
         1, "small encoder: stride-1 context blocks after the four strided ones (each widens the "
         "receptive field by 16 px: 0 -> 17 px, 1 -> 33 px)",
+    )
+    encoder_coord_scale: float = _f(
+        8.0, "small encoder: the (x, y) of each cell appended to a_i spans [-s, s] (0: left out; "
+        "the book's first Shapes runs had 1)",
     )
     fine_tune: bool = _f(False, "train the encoder too (the paper keeps it frozen)")
     feature_cache: str = _f(
@@ -257,19 +262,28 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, strict: bool = True) -> TrainConfig:
-        """A config from :meth:`to_dict` output; unknown keys raise unless ``strict=False``."""
+        """A config from :meth:`to_dict` output; unknown keys raise unless ``strict=False``.
+
+        A field missing from ``d`` takes its :data:`LEGACY_DEFAULTS` value if it has one (what a
+        config stored before that field existed meant), else its default.
+        """
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown and strict:
             raise ConfigError(f"unknown config fields: {', '.join(unknown)}")
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**{**LEGACY_DEFAULTS, **{k: v for k, v in d.items() if k in known}})
+
+
+# Fields added after configs were first stored (checkpoints, run.json), with the value that such a
+# stored config meant: its model was trained that way and must be rebuilt that way.
+LEGACY_DEFAULTS: dict[str, Any] = {"encoder_coord_scale": 1.0}
 
 
 # Fields that change the network (its parameters or what they compute). A checkpoint made with
 # different values cannot be loaded into the model the current config builds.
 ARCHITECTURE_FIELDS = (
-    "encoder", "encoder_weights", "encoder_channels", "encoder_context", "fine_tune", "image_size",
-    "attention", "embed_dim", "hidden_dim", "attn_dim", "gate",
+    "encoder", "encoder_weights", "encoder_channels", "encoder_context", "encoder_coord_scale",
+    "fine_tune", "image_size", "attention", "embed_dim", "hidden_dim", "attn_dim", "gate",
 )
 
 # Fields that only say *where/how fast* a run executes, never what it learns: ignored when
@@ -294,14 +308,17 @@ _PAPER = dict(
     lambda_r=1.0, lambda_e=0.01, hard_mix=0.5, baseline_decay=0.9, checkpoint_every=1000,
 )
 # The Shapes recipe (chapter 6 says where and why it departs from the paper): the small CNN
-# pretrained on the world's region labels and frozen (the analogue of ImageNet VGG), no doubly
-# stochastic penalty (with T < L it is smallest for uniform attention), captions up to 22 words.
+# pretrained on the world's region labels and frozen (the analogue of ImageNet VGG), each cell's
+# (x, y) appended spanning [-8, 8] (relation words compare two objects' positions),
+# no doubly stochastic penalty (with T < L it is smallest for uniform attention), captions up to
+# 22 words.
 _SHAPES = dict(
     dataset="shapes", n_train=2000, n_val=200, n_test=200, image_size=64, encoder="small",
-    encoder_weights="shapes-regions", encoder_channels=64, fine_tune=False, feature_cache="auto",
-    embed_dim=64, hidden_dim=256, attn_dim=64, dropout=0.1, batch_size=32, optimizer="adam",
-    lr=3e-3, lr_schedule="cosine", epochs=10, patience=0, alpha_c=0.0, val_beam_size=1,
-    val_max_len=24, test_beam_size=3, checkpoint_every=0, num_threads=2,
+    encoder_weights="shapes-regions", encoder_channels=64, encoder_coord_scale=8.0,
+    fine_tune=False, feature_cache="auto", embed_dim=64, hidden_dim=256, attn_dim=64, dropout=0.1,
+    batch_size=32, optimizer="adam", lr=3e-3, lr_schedule="cosine", epochs=10, patience=0,
+    alpha_c=0.0, val_beam_size=1, val_max_len=24, test_beam_size=3, checkpoint_every=0,
+    num_threads=2,
 )
 
 # The doubly stochastic penalty (Eq. 14) belongs to deterministic soft attention (Sec. 4.2.1).

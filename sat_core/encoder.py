@@ -321,10 +321,11 @@ def conv_block(c_in: int, c_out: int, stride: int, pad: tuple[int, int, int, int
     )
 
 
-def coordinate_channels(h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
-    """(2, h, w): channel 0 = x (column), channel 1 = y (row), both spanning [-1, 1]."""
-    ys = torch.linspace(-1.0, 1.0, h, device=device) if h > 1 else torch.zeros(1, device=device)
-    xs = torch.linspace(-1.0, 1.0, w, device=device) if w > 1 else torch.zeros(1, device=device)
+def coordinate_channels(h: int, w: int, device: torch.device | None = None,
+                        scale: float = 1.0) -> torch.Tensor:
+    """(2, h, w): channel 0 = x (column), channel 1 = y (row), both spanning [-scale, scale]."""
+    ys = torch.linspace(-scale, scale, h, device=device) if h > 1 else torch.zeros(1, device=device)
+    xs = torch.linspace(-scale, scale, w, device=device) if w > 1 else torch.zeros(1, device=device)
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([xx, yy])
 
@@ -338,8 +339,12 @@ class SmallEncoder(Encoder):
     per context block: 33 px with the default ``context=1``, enough to hold a whole big object
     (at most 31 px wide), so one a_i can tell a big square from a big circle. Cell ``c`` sees
     pixels ``8c - 12 .. 8c + 20`` along each axis, centred within half a pixel of its own 8 x 8
-    patch. Then 2 coordinate channels (x, y in [-1, 1]) are appended to every a_i, so
-    D = channels + 2 (default 96 + 2 = 98).
+    patch. Then 2 coordinate channels (x, y of the cell, spanning [-coord_scale, coord_scale]:
+    ``coordinate_channels``) are appended to every a_i, so D = channels + 2 (default 96 + 2 = 98);
+    ``coord_scale=0`` leaves them out. The default 8 makes a one-cell step (16/7 on the 8 x 8
+    grid) larger than a typical CNN feature, so position weighs in the attention scores and the
+    LSTM from the first update: relation words need the decoder to compare two objects' positions
+    (chapter 6 measures what the scale is worth).
 
     Locality is exact in eval mode; in train mode BatchNorm's batch statistics couple all
     positions (through two numbers per channel). Built alone, the encoder is trainable
@@ -349,10 +354,12 @@ class SmallEncoder(Encoder):
 
     name = "small"
 
-    def __init__(self, channels: int = 96, image_size: int = 64, coords: bool = True,
+    def __init__(self, channels: int = 96, image_size: int = 64, coord_scale: float = 8.0,
                  context: int = 1) -> None:
         g = image_size // 8
-        super().__init__(feature_dim=channels + (2 if coords else 0), grid=(g, g),
+        if not coord_scale >= 0:
+            raise ValueError(f"coord_scale must be >= 0 (0: no coordinates), got {coord_scale}")
+        super().__init__(feature_dim=channels + (2 if coord_scale else 0), grid=(g, g),
                          image_size=image_size)
         if context < 0:
             raise ValueError(f"context must be >= 0 blocks, got {context}")
@@ -367,14 +374,14 @@ class SmallEncoder(Encoder):
             c_in = c_out
         self.cnn = nn.Sequential(*layers)
         self.channels = channels
-        self.coords = coords
+        self.coord_scale = float(coord_scale)
 
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
         fmap = self.cnn(images)
-        if not self.coords:
+        if not self.coord_scale:
             return fmap
         b, _, h, w = fmap.shape
-        xy = coordinate_channels(h, w, fmap.device).to(fmap.dtype)
+        xy = coordinate_channels(h, w, fmap.device, self.coord_scale).to(fmap.dtype)
         return torch.cat([fmap, xy.unsqueeze(0).expand(b, -1, -1, -1)], dim=1)
 
     def grid_for(self, height: int, width: int) -> tuple[int, int]:
@@ -470,7 +477,8 @@ def build_encoder(
         an int k trains the last k ``blocks()`` only. None = the encoder's default: frozen for
         ``vgg19``/``resnet101`` (as in the paper), trainable for ``small``.
     kw: ``progress`` (download bar), ``image_size`` (all), ``grid`` (resnet101: pooled grid
-        side), ``channels`` and ``coords`` (small), ``feature_dim`` and ``grid`` (precomputed).
+        side), ``channels``, ``coord_scale`` and ``context`` (small), ``feature_dim`` and
+        ``grid`` (precomputed).
     """
     if name not in ENCODER_NAMES:
         raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODER_NAMES)}")

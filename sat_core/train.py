@@ -151,6 +151,7 @@ def build_captioner(cfg: TrainConfig, vocab: Vocabulary,
     if cfg.encoder == "small":
         enc["channels"] = cfg.encoder_channels
         enc["context"] = cfg.encoder_context
+        enc["coord_scale"] = cfg.encoder_coord_scale
     dec = dict(embed_dim=cfg.embed_dim, hidden_dim=cfg.hidden_dim, attn_dim=cfg.attn_dim,
                dropout=cfg.dropout, gate=cfg.gate, attention=cfg.attention)
     return build_model(cfg.encoder, len(vocab), encoder_kwargs=enc, decoder_kwargs=dec)
@@ -168,14 +169,17 @@ def features_root(cfg: TrainConfig) -> Path:
 
 
 def feature_cache_key(cfg: TrainConfig, encoder: nn.Module) -> str:
-    """Name of the cache of (dataset, image size, encoder weights): a hash of all three, so a
-    cache is never reused for another dataset, image size, or (randomly initialised) encoder."""
+    """Name of the cache of (dataset, image size, encoder weights, the small encoder's coordinate
+    scale): a hash of all of them, so a cache is never reused for another dataset, image size,
+    (randomly initialised) encoder, or coordinate channels."""
     h = hashlib.sha256()
     data = dict(dataset=cfg.dataset, image_size=cfg.image_size, resize=cfg.resize,
                 data_root=str(Path(cfg.data_root).resolve()) if cfg.dataset != "shapes" else "")
     if cfg.dataset == "shapes":
         data.update(n_train=cfg.n_train, n_val=cfg.n_val, n_test=cfg.n_test, seed=cfg.shapes_seed,
                     naming=cfg.shapes_naming)
+    if cfg.encoder == "small":  # appended after the CNN, so not in its weights
+        data.update(coord_scale=cfg.encoder_coord_scale)
     h.update(json.dumps(data, sort_keys=True).encode())
     for name, t in sorted(encoder.state_dict().items()):
         h.update(name.encode())

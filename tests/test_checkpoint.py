@@ -167,3 +167,17 @@ def test_to_plain_names_the_offending_key():
     assert to_plain({"a": (np.int64(3), [np.ones(2, dtype=np.float32)])})["a"][0] == 3
     with pytest.raises(TypeError, match=r"checkpoint\['history'\]\[0\] is a set"):
         to_plain({"history": [{1, 2}]})
+
+
+def test_a_config_stored_before_encoder_coord_scale_means_1(tmp_path):
+    # Checkpoints written before the small encoder's coordinate scale was a setting lack the
+    # field; their models saw coordinates in [-1, 1] and must be rebuilt that way.
+    model, opt, sched = _trained()
+    path = _save(tmp_path / "last.pt", model, opt, sched)
+    stored = torch.load(path, weights_only=True)
+    del stored["config"]["encoder_coord_scale"]
+    torch.save(stored, path)
+    assert load_checkpoint(path)["config"].encoder_coord_scale == 1.0
+    assert CFG.encoder_coord_scale == 8.0
+    with pytest.raises(CheckpointError, match="encoder_coord_scale: 1.0 \\(checkpoint\\) vs 8.0"):
+        load_checkpoint(path, config=CFG)

@@ -105,6 +105,13 @@ def test_dict_round_trip():
     assert TrainConfig.from_dict({**cfg.to_dict(), "colour": 1}, strict=False) == cfg
 
 
+def test_stored_configs_without_a_later_field_get_its_legacy_value():
+    d = preset("shapes-soft").to_dict()
+    assert d.pop("encoder_coord_scale") == 8.0
+    assert TrainConfig.from_dict(d).encoder_coord_scale == 1.0  # what such a run trained with
+    assert TrainConfig.from_dict({**d, "encoder_coord_scale": 0.0}).encoder_coord_scale == 0.0
+
+
 def test_presets_follow_the_paper():
     assert set(PRESETS) == set(PRESET_DOCS) == {
         f"{d}-{a}" for d in ("shapes", "flickr8k", "flickr30k", "coco") for a in ("soft", "hard")}

@@ -12,6 +12,7 @@ from torch import nn
 from sat_core.encoder import (
     PretrainedWeightsUnavailable,
     build_encoder,
+    coordinate_channels,
     receptive_field,
     receptive_field_geometry,
 )
@@ -93,7 +94,7 @@ def test_precomputed_is_the_identity():
 
 
 def test_coordinate_channels_at_flattened_positions():
-    enc = small(channels=8).eval()
+    enc = small(channels=8, coord_scale=1.0).eval()
     with torch.no_grad():
         a = enc(torch.randn(2, 3, 64, 64))
     x, y = a[..., -2], a[..., -1]
@@ -107,6 +108,25 @@ def test_coordinate_channels_at_flattened_positions():
         row, col = divmod(i, 8)
         assert torch.allclose(x[:, i], torch.tensor(-1 + 2 * col / 7))
         assert torch.allclose(y[:, i], torch.tensor(-1 + 2 * row / 7))
+
+
+def test_coordinate_scale_default_and_none():
+    image = torch.randn(1, 3, 64, 64)
+    default, none = small(channels=8).eval(), small(channels=8, coord_scale=0).eval()
+    assert default.coord_scale == 8.0  # the Shapes recipe's scale (chapter 6)
+    none.load_state_dict(default.state_dict())
+    with torch.no_grad():
+        a, a_none = default(image), none(image)
+    assert (default.feature_dim, none.feature_dim) == (10, 8)
+    assert torch.equal(a[..., :8], a_none)
+    # x = 8 (-1 + 2 col / 7), y = 8 (-1 + 2 row / 7): the corners are (-8, -8) and (8, 8)
+    assert torch.allclose(a[0, 0, -2:], torch.tensor([-8.0, -8.0]))
+    assert torch.allclose(a[0, 63, -2:], torch.tensor([8.0, 8.0]))
+    assert torch.allclose(a[0, 8 * 3 + 5, -2:], torch.tensor([8 * (-1 + 10 / 7), 8 * (-1 + 6 / 7)]))
+    assert torch.equal(coordinate_channels(1, 3, scale=2.0), torch.tensor(
+        [[[-2.0, 0.0, 2.0]], [[0.0, 0.0, 0.0]]]))
+    with pytest.raises(ValueError, match="coord_scale must be >= 0"):
+        small(coord_scale=-1.0)
 
 
 def test_receptive_field_against_hand_computation():

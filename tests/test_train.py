@@ -111,6 +111,19 @@ def test_frozen_encoder_trains_from_the_feature_cache(tmp_path):
     torch.testing.assert_close(cached, a, atol=2e-3, rtol=2e-3)
 
 
+def test_coordinate_units_reach_the_encoder_and_the_cache_key(tmp_path):
+    vocab = Vocabulary(["a", "red", "circle"])
+    keys = set()
+    for scale in (8.0, 1.0, 0.0):
+        cfg = tiny(tmp_path, encoder_coord_scale=scale)
+        seed_everything(0)
+        encoder = tr.build_captioner(cfg, vocab).encoder
+        assert encoder.coord_scale == scale
+        assert encoder.feature_dim == 8 + (2 if scale else 0)
+        keys.add(tr.feature_cache_key(cfg, encoder))
+    assert len(keys) == 3  # same weights, other coordinates: never the same cache
+
+
 def test_logs_best_checkpoint_and_test_scores(tmp_path, monkeypatch):
     # validation BLEU-4 goes 0.1, 0.3, 0.2, 0.2: best at epoch 2, early stop after epoch 4
     bleus = iter([[0.5, 0.4, 0.2, 0.1], [0.6, 0.5, 0.4, 0.3], [0.6, 0.4, 0.3, 0.2],
