@@ -53,6 +53,22 @@ def test_cell_overlaps_by_hand():
     np.testing.assert_allclose(cell_overlaps(mask, (2, 2)), [0, 0, 0, 8 / 16])
 
 
+@pytest.mark.parametrize("grid, size", [((8, 8), (64, 64)), ((3, 5), (8, 13)), ((7, 7), (64, 50)),
+                                        ((6, 2), (4, 3))])
+def test_cell_overlaps_match_counting_each_cell_box(grid, size):
+    """Random masks, grids that do and do not divide the image (and more rows than pixels):
+    every fraction equals the mean of the mask over :func:`cell_box`'s rectangle (0 if empty)."""
+    rng = np.random.default_rng(sum(grid) + sum(size))
+    for _ in range(5):
+        mask = rng.random(size) < rng.random()
+        want = []
+        for i in range(grid[0] * grid[1]):
+            y0, y1, x0, x1 = cell_box(i, grid, size)
+            cell = mask[y0:y1, x0:x1]
+            want.append(cell.mean() if cell.size else 0.0)
+        assert cell_overlaps(mask, grid).tolist() == want  # exact, not approximately
+
+
 # ------------------------------------------------------------------------------- a peak
 def test_peak_inside_outside():
     mask = square_mask(4, 8, 4, 8)  # exactly cell 3 of a 2x2 grid

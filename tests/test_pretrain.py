@@ -6,17 +6,20 @@ import numpy as np
 import pytest
 import torch
 
+from sat_core import fast
 from sat_core.config import ConfigError, preset
 from sat_core.data.records import ImageRecord
 from sat_core.data.shapes import ShapesObject, make_shapes_splits
 from sat_core.encoder import SmallEncoder
 from sat_core.pretrain import (
     REGION_CLASSES,
+    RegionHead,
     get_pretrained_weights,
     pretrain_small_encoder,
     pretrained_weights_path,
     region_accuracy,
     region_labels,
+    region_loss,
 )
 
 
@@ -88,6 +91,32 @@ def test_pretraining_learns_is_seeded_and_leaves_the_global_rng_alone():
         assert torch.equal(v, w), k
     acc = region_accuracy(enc, head, split)  # what it learned is measured by the benchmark
     assert set(acc) == {"colour", "shape", "size"} and all(0 <= v <= 1 for v in acc.values())
+    assert all(p.is_contiguous() for p in enc.parameters())  # back in the default layout
+
+
+def test_channels_last_pretraining_step_matches_the_default_layout():
+    """sat_core.fast.channels_last (the pretraining's speed trick) changes the memory layout only:
+    the region loss and every gradient of one train-mode step match the NCHW computation."""
+    torch.manual_seed(0)
+    x = torch.rand(6, 3, 64, 64, dtype=torch.float64)
+    labels = torch.randint(0, 3, (6, 3, 64))
+    results = []
+    for fast_layout in (False, True):
+        torch.manual_seed(1)
+        enc, head = SmallEncoder(channels=16).double(), RegionHead(16).double()
+        enc.train()
+        xin = fast.channels_last(x, enc.cnn, head) if fast_layout else x
+        if fast_layout:
+            assert xin.is_contiguous(memory_format=torch.channels_last)
+            assert enc.cnn[0][1].weight.is_contiguous(memory_format=torch.channels_last)
+        loss = region_loss(head(enc.cnn(xin)), labels)
+        loss.backward()
+        results.append((loss.detach(), [p.grad for p in [*enc.cnn.parameters(),
+                                                         *head.parameters()]]))
+    (loss0, grads0), (loss1, grads1) = results
+    torch.testing.assert_close(loss1, loss0, rtol=1e-12, atol=1e-12)
+    for g0, g1 in zip(grads0, grads1, strict=True):
+        torch.testing.assert_close(g1, g0, rtol=1e-10, atol=1e-12)
 
 
 def test_weights_are_cached_and_written_once(tmp_path, monkeypatch):
