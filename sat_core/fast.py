@@ -3,16 +3,23 @@
 ``attention.py`` and ``decoder.py`` hold the maths of Xu et al. (2015) and the structural speed
 choices that are part of the lesson (W_a a projected once per image, T_y applied to all steps in
 one matmul, the deep output on all steps at once). Everything else that makes a step faster
-without changing what it computes lives here, behind two calls:
+without changing what it computes lives here, behind these calls:
 
 * :func:`attention_scores` (guarded by :func:`applies`): Eq. (4), e_ti = w_att^T tanh(a_proj_i +
   U_a h_{t-1}) + c, for :meth:`sat_core.attention.SoftAttention.scores`, on the CPU in
   float32/float64 without autocast. Elsewhere (GPU, autocast) ``scores`` runs its plain formula.
 * :func:`stepwise`: the per-step linear maps T_hz and U_a for the teacher-forced loop of
   :meth:`sat_core.decoder.AttentionDecoder.forward`, when their weight gradients are needed.
+* :func:`sample_categorical`: Eq. (8)'s draw s_t ~ Multinoulli_L(alpha_t) for
+  :func:`sat_core.attention.sample_locations` on the CPU (same distribution, other random numbers
+  than ``torch.multinomial``).
 
-Both compute the same values as the plain code (tests/test_attention.py and
-tests/test_decoder.py check values and gradients against it). The tricks, why they help, and what
+Outside the equation modules: :func:`channels_last` (the small CNN's pretraining) and
+:func:`adam_options` (``sat_core.train.make_optimizer``).
+
+They compute the same values (the sampler: the same distribution) as the plain code
+(tests/test_attention.py, tests/test_decoder.py, tests/test_pretrain.py and tests/test_train.py
+check values and gradients against it). The tricks, why they help, and what
 they measured (2-core EPYC, 2 torch threads unless said otherwise):
 
 1. **tanh through sigmoid** (:class:`_CpuScores`, :func:`_chunked_scores`). The (B, L, A) block
@@ -49,6 +56,14 @@ they measured (2-core EPYC, 2 torch threads unless said otherwise):
    NHWC tensors than on PyTorch's default NCHW: a pretraining step of the small CNN
    (:mod:`sat_core.pretrain`, 64 images of 64 px, 2 threads) takes 0.09-0.11 s instead of
    0.14-0.17 s. Same convolutions, summed in another order.
+
+7. **inverse-CDF sampling** (:func:`sample_categorical`). ``torch.multinomial`` draws one
+   location per row in 100-170 us on a (32-64) x 64 block of attention weights on the CPU; one
+   uniform number per row and a count over the cumulative sums take 22-28 us. Hard attention
+   draws at every step of every caption.
+8. **fused Adam** (:func:`adam_options`). ``torch.optim.Adam`` loops over the parameters one by
+   one on the CPU unless told otherwise; its fused kernel updates them all in one call (about
+   2 ms of a Shapes training step of 30-55 ms).
 
 ``python benchmarks/bench_train_step.py`` measures the whole training step.
 """
@@ -103,6 +118,24 @@ def channels_last(images: Tensor, *modules: nn.Module) -> Tensor:
     for module in modules:
         module.to(memory_format=torch.channels_last)
     return images.contiguous(memory_format=torch.channels_last)
+
+
+def sample_categorical(p: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One draw per row of the categorical distributions ``p`` (B, L) -> (B,) long (trick 7).
+
+    Inverse CDF: with u uniform on [0, total) and c the cumulative sums of a row, the draw is the
+    number of c_j <= u, i.e. the i with c_{i-1} <= u < c_i: probability p_i, never a p_i = 0.
+    """
+    c = p.cumsum(-1)
+    u = torch.rand(p.shape[:-1], generator=generator, device=p.device, dtype=p.dtype)
+    u = (u * c[..., -1]).unsqueeze(-1)
+    return (c <= u).sum(-1).clamp_(max=p.shape[-1] - 1)
+
+
+def adam_options(device: torch.device) -> dict[str, bool]:
+    """Extra keyword arguments of ``torch.optim.Adam`` on ``device``: the fused update (trick 8)
+    where PyTorch has one (CPU and CUDA)."""
+    return {"fused": True} if device.type in ("cpu", "cuda") else {}
 
 
 # ------------------------------------------------------------------- Eq. (4) on the CPU (1-3)

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from sat_core import fast
 from sat_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from sat_core.config import (
     RUNTIME_FIELDS,
@@ -238,7 +239,8 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     """Adam or RMSProp over the trainable parameters (the frozen encoder has none)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        speed = fast.adam_options(params[0].device) if params else {}  # the speed seam
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **speed)
     return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 

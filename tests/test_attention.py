@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from sat_core import fast
 from sat_core.attention import (
     Gate,
     SoftAttention,
@@ -147,6 +148,22 @@ def test_sampling_follows_alpha_and_is_reproducible():
     p = alpha[0].double()
     se = (p * (1 - p) / len(s1)).sqrt()
     assert ((freq - p).abs() < 5 * se).all(), (freq, p)
+
+
+def test_cpu_sampler_inverts_the_cdf_and_never_draws_a_zero_weight(monkeypatch):
+    """sat_core.fast.sample_categorical by hand: with cumulative sums c = (0.2, 0.2, 0.7, 1.0) the
+    draw for u is the i with c_{i-1} <= u < c_i, so the 0-weight location 1 is never drawn; rows
+    whose weights sum to less than 1 (float) scale u by their total."""
+    p = torch.tensor([[0.2, 0.0, 0.5, 0.3]]).expand(6, 4)
+    u = torch.tensor([0.0, 0.1999, 0.2, 0.6999, 0.7, 0.9999])
+    monkeypatch.setattr(fast.torch, "rand", lambda *a, **k: u.clone())
+    assert fast.sample_categorical(p).tolist() == [0, 0, 2, 2, 3, 3]
+    half = p / 2  # total 0.5: u = 0.7 maps to 0.35, location 2
+    assert fast.sample_categorical(half).tolist() == [0, 0, 2, 2, 3, 3]
+    monkeypatch.undo()
+    alpha = torch.tensor([[0.0, 0.6, 0.0, 0.4, 0.0]], dtype=torch.float64).expand(20000, 5)
+    s = sample_locations(alpha, torch.Generator().manual_seed(0))
+    assert set(s.tolist()) == {1, 3}
 
 
 def test_argmax_select_log_prob_entropy(inputs):

@@ -208,7 +208,8 @@ def test_forward_takes_its_step_maps_from_the_seam(dec, monkeypatch):
 @pytest.mark.parametrize("module", [attention, decoder], ids=["attention", "decoder"])
 def test_equation_modules_hold_no_speed_machinery(module):
     """The book shows attention.py and decoder.py: their speed tricks stay in sat_core/fast.py,
-    reached through the named seam only (fast.applies/attention_scores, fast.stepwise)."""
+    reached through the named seam only (fast.applies/attention_scores, fast.stepwise,
+    fast.sample_categorical)."""
     for name, obj in vars(module).items():
         if inspect.isclass(obj):
             assert not issubclass(obj, torch.autograd.Function), f"{module.__name__}.{name}"
@@ -216,7 +217,7 @@ def test_equation_modules_hold_no_speed_machinery(module):
     source = inspect.getsource(module)
     for word in ("autograd.Function", "ctx.", "_Tape", "sigmoid_backward", "torch.mm("):
         assert word not in source, f"{word!r} in {module.__name__}"
-    seam = {"applies", "attention_scores", "stepwise", "py"}  # "py": the file named in prose
+    seam = {"applies", "attention_scores", "stepwise", "sample_categorical", "py"}  # "py": the file named in prose
     used = set(re.findall(r"\bfast\.(\w+)", source))
     assert used and used <= seam, used - seam
 

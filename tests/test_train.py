@@ -224,3 +224,28 @@ def test_command_line_resume_auto_continues_the_same_run(tmp_path, capsys):
     assert resumed["step"] == whole["step"] == 3
     for k, v in whole["model"].items():  # hard attention: the samples' RNG resumed too
         assert torch.equal(resumed["model"][k], v), k
+
+
+def test_adam_is_fused_on_the_cpu_and_steps_like_the_plain_loop():
+    """make_optimizer's Adam uses the fused update (sat_core.fast, trick 8): five steps on the
+    same gradients land where torch's per-parameter Adam lands; RMSProp is left as it is."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
+    twin = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
+    twin.load_state_dict(model.state_dict())
+    start = [p.detach().clone() for p in model.parameters()]
+    cfg = TrainConfig(optimizer="adam", lr=0.01, weight_decay=0.001)
+    opt = tr.make_optimizer(cfg, model)
+    assert opt.param_groups[0]["fused"] is True
+    plain = torch.optim.Adam(twin.parameters(), lr=0.01, weight_decay=0.001, foreach=False)
+    x = torch.randn(16, 5)
+    for _ in range(5):
+        for m, o in ((model, opt), (twin, plain)):
+            o.zero_grad()
+            m(x).pow(2).mean().backward()
+            o.step()
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert not any(p.equal(p0) for p, p0 in zip(model.parameters(), start, strict=True))
+    rms = tr.make_optimizer(TrainConfig(optimizer="rmsprop"), model)
+    assert not rms.param_groups[0].get("fused")
