@@ -7,7 +7,10 @@ Equal work: ``<end>`` is suppressed (``suppress_ids=(END,)``, its log-probabilit
 hypothesis ever finishes. Every image then runs exactly ``max_len`` steps with k live beams in both
 searches, whatever the random weights say; the two differ only in how they batch the work.
 
-Prints images per second of each search and the speed-up; ends with ONE JSON line.
+Prints images per second of each search and the speed-up; ends with ONE JSON line. Also the
+ceiling of that speed-up on this machine: the per-image search's time over the time the batched
+search's matrix products alone take (``k*_ratio_bound``). Where the per-image search's weights
+stay in a large cache, that ceiling is low: batching saves memory traffic, not arithmetic.
 
     python benchmarks/bench_decode.py            # 32 images, k = 3 and 5, max_len 20
     python benchmarks/bench_decode.py --quick    # 8 images, max_len 8: a smoke run
@@ -67,6 +70,30 @@ def best_times(fns: list[Callable[[], object]], repeats: int, device: torch.devi
     return [min(column) for column in zip(*times, strict=True)]
 
 
+def matmul_floor(decoder: AttentionDecoder, rows: int, steps: int, repeats: int,
+                 device: torch.device) -> float:
+    """Seconds that ``steps`` decode steps on ``rows`` rows spend in the decoder's matrix
+    products alone (T_y, T_hz, U_a, f_beta, L_h, L_z, L_o on (rows, .) inputs, each timed as one
+    call): no batched search can take less, whatever its bookkeeping. The per-image search's time
+    divided by this is the largest speed-up batching can reach on this machine."""
+    cfg = decoder.cfg
+    n, m, D = cfg.hidden_dim, cfg.embed_dim, cfg.feature_dim
+    x = {name: torch.randn(rows, dim, device=device) for name, dim in
+         (("m", m), ("n", n), ("nD", n + D), ("D", D))}
+    layers = [(decoder.T_y, "m"), (decoder.T_hz, "nD"), (decoder.attention.U_a, "n"),
+              (decoder.L_h, "n"), (decoder.L_z, "D"), (decoder.L_o, "m")]
+    if decoder.gate is not None:
+        layers.append((decoder.gate.f_beta, "n"))
+
+    def products() -> None:
+        for _ in range(steps):
+            for layer, dim in layers:
+                layer(x[dim])
+
+    with torch.no_grad():
+        return best_times([products], repeats, device)[0]
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
     device = pick_device(args.device)
@@ -104,6 +131,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         figures[f"k{k}_images_per_s"] = round(ips_b, 2)
         figures[f"k{k}_single_images_per_s"] = round(ips_s, 2)
         figures[f"k{k}_ratio"] = round(ips_b / ips_s, 2)
+        floor = matmul_floor(decoder, args.images * k, args.max_len, args.repeats, device)
+        print(f"      the batched step's matrix products alone: {floor:.2f} s, so batching can "
+              f"reach at most x{t_single / floor:.1f} here ({100 * floor / t_batched:.0f}% of "
+              "the batched search is those products)")
+        figures[f"k{k}_ratio_bound"] = round(t_single / floor, 2)
     print(json.dumps(figures))
     return figures
 

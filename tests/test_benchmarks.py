@@ -47,6 +47,7 @@ def test_bench_decode_quick():
         assert r[f"k{k}_images_per_s"] > 0 and r[f"k{k}_single_images_per_s"] > 0
         assert r[f"k{k}_ratio"] == pytest.approx(
             r[f"k{k}_images_per_s"] / r[f"k{k}_single_images_per_s"], rel=0.02, abs=0.01)
+        assert r[f"k{k}_ratio_bound"] > 0  # per-image time over the batched matmuls' time
 
 
 @pytest.mark.bench
