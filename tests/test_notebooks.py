@@ -27,6 +27,7 @@ from sat_core.book.build import (
     drop_widget_views,
     execute_notebook,
     format_times,
+    headless_parameters,
     resolve_entry,
     tag_injected_cell,
     toc_entries,
@@ -257,13 +258,28 @@ def artifacts_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("artifacts")
 
 
+def test_headless_parameters_go_only_to_the_notebooks_that_declare_them(tmp_path):
+    kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    paths = {}
+    for name, params in (("declares", "x = 1\nlive_widgets = True"), ("silent", "x = 1")):
+        paths[name] = tmp_path / f"{name}.ipynb"
+        cells = [new_code_cell(params, metadata={"tags": ["parameters"]})]
+        nbformat.write(new_notebook(cells=cells, metadata={"kernelspec": kernelspec}),
+                       paths[name])
+    assert headless_parameters(paths["declares"]) == {"live_widgets": False}
+    assert headless_parameters(paths["silent"]) == {}
+    ch9 = next(p for p in NOTEBOOKS if p.stem.startswith("09"))
+    assert headless_parameters(ch9) == {"live_widgets": False}  # its ipywidgets slider
+    assert parameters_of(ch9)["live_widgets"] is True  # live in JupyterLab and Colab
+
+
 @pytest.mark.slow
 @pytest.mark.notebook
 def test_papermill_machinery_injects_tags_and_reports_failures(tmp_path):
     cells = [
         new_markdown_cell("# t"),
-        new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
-        new_code_cell("print(x * 10)"),
+        new_code_cell("x = 1\nlive_widgets = True", metadata={"tags": ["parameters"]}),
+        new_code_cell("print(x * 10, live_widgets)"),
         new_code_cell("assert x < 3, 'x is too big'"),
     ]
     src = tmp_path / "tiny.ipynb"
@@ -276,7 +292,7 @@ def test_papermill_machinery_injects_tags_and_reports_failures(tmp_path):
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1 and "remove-cell" in injected[0].metadata["tags"]
     assert nb.cells.index(injected[0]) == 2  # right after the parameters cell
-    assert nb.cells[3].outputs[0]["text"] == "20\n"
+    assert nb.cells[3].outputs[0]["text"] == "20 False\n"  # a declared headless parameter too
     assert "papermill" not in read(src).metadata  # the source is untouched
     # `python -m sat_core.book clean` turns the executed copy back into a committable notebook
     assert clean_notebook(out) and not clean_notebook(out)

@@ -214,6 +214,22 @@ def drop_widget_views(path: Path) -> int:
     return dropped
 
 
+HEADLESS_PARAMETERS: dict[str, Any] = {"live_widgets": False}
+"""Parameters every papermill run passes to the notebooks that declare them: no frontend is
+there to draw a live ipywidgets control, and a cell that builds one exchanges widget messages
+with a client that has no use for them (where pyzmq's asyncio poll misses the wake-up for the
+cell's reply, papermill waits out the whole cell timeout: 600 s once in the tests' chapter 9)."""
+
+
+def headless_parameters(path: Path) -> dict[str, Any]:
+    """The :data:`HEADLESS_PARAMETERS` that the notebook ``path`` declares in its parameters
+    cell (papermill warns about, and injects anyway, parameters a notebook does not declare)."""
+    import papermill as pm
+
+    declared = pm.inspect_notebook(str(path))
+    return {k: v for k, v in HEADLESS_PARAMETERS.items() if k in declared}
+
+
 def execute_notebook(
     src: Path,
     dst: Path,
@@ -225,7 +241,8 @@ def execute_notebook(
 ) -> float:
     """Execute ``src`` with papermill into ``dst``; return the wall time in seconds.
 
-    ``cwd`` defaults to ``dst``'s folder. On an error, raises :class:`NotebookFailed` naming the
+    ``cwd`` defaults to ``dst``'s folder. :data:`HEADLESS_PARAMETERS` that ``src`` declares come
+    first, ``parameters`` override them. On an error, raises :class:`NotebookFailed` naming the
     notebook, the cell and the exception; papermill has then written the failed notebook to ``dst``.
     """
     import papermill as pm
@@ -240,7 +257,7 @@ def execute_notebook(
         pm.execute_notebook(
             str(src),
             str(dst),
-            parameters=dict(parameters or {}),
+            parameters={**headless_parameters(src), **(parameters or {})},
             kernel_name=kernel_name,
             cwd=str(cwd or dst.parent),
             progress_bar=False,
