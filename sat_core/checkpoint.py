@@ -106,18 +106,21 @@ def capture_rng_state(generators: Mapping[str, torch.Generator] | None = None) -
 def restore_rng_state(
     state: Mapping[str, Any], generators: Mapping[str, torch.Generator] | None = None
 ) -> None:
-    """Inverse of :func:`capture_rng_state` (CUDA states only when as many devices are visible)."""
+    """Inverse of :func:`capture_rng_state` (CUDA states only when as many devices are visible).
+
+    The state's tensors may sit on any device (a checkpoint loaded with ``map_location="cuda"``);
+    they are read on the CPU."""
     torch.set_rng_state(state["torch"].cpu())
     cuda = state.get("cuda") or []
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
     npd = state["numpy"]
     np.random.set_state((
-        npd["bit_generator"], npd["key"].numpy().astype(np.uint32), npd["pos"],
+        npd["bit_generator"], npd["key"].cpu().numpy().astype(np.uint32), npd["pos"],
         npd["has_gauss"], npd["cached_gaussian"],
     ))
     pyd = state["python"]
-    random.setstate((pyd["version"], tuple(int(x) for x in pyd["internal"].tolist()),
+    random.setstate((pyd["version"], tuple(int(x) for x in pyd["internal"].cpu().tolist()),
                      pyd["gauss_next"]))
     saved = state.get("generators") or {}
     for name, g in (generators or {}).items():

@@ -89,6 +89,18 @@ def test_rng_states_round_trip_through_a_file(tmp_path):
         restore_rng_state(state, {"mixing": torch.Generator()})
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_rng_states_restore_from_a_checkpoint_loaded_onto_the_gpu(tmp_path):
+    """train --resume on a GPU loads the checkpoint with map_location=cuda: the NumPy and Python
+    states then arrive as CUDA tensors."""
+    np.random.seed(3)
+    random.seed(3)
+    path = ck.atomic_torch_save(to_plain(capture_rng_state()), tmp_path / "rng.pt")
+    first = (np.random.rand(3), random.random())
+    restore_rng_state(torch.load(path, map_location="cuda", weights_only=True))
+    assert np.array_equal(np.random.rand(3), first[0]) and random.random() == first[1]
+
+
 def test_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     model, opt, sched = _trained()
     path = _save(tmp_path / "last.pt", model, opt, sched, step=3)
