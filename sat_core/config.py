@@ -190,7 +190,8 @@ class TrainConfig:
     # --- runtime ---
     device: str = _f("auto", "auto | cpu | cuda | cuda:1 | mps")
     amp: str = _f("none", "mixed precision (fp16 needs CUDA and uses a GradScaler)", AMP_MODES)
-    compile: bool = _f(False, "torch.compile the model (CUDA only; ignored on CPU)")
+    compile: bool = _f(False, "torch.compile one decoder step and the encoder (CUDA only; "
+                              "ignored on CPU, where it is slower)")
     seed: int = _f(0, "seed of everything random in the run")
     num_threads: int = _f(
         0, "torch CPU threads (0 = torch's default; 1 is fastest for small models on a busy CPU)"

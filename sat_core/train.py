@@ -686,13 +686,16 @@ def _apply_settings(cfg: TrainConfig, old: TrainConfig, optim: _Optim) -> None:
 
 
 def _wrap_forward(model: Captioner, run: Dist, do_compile: bool) -> nn.Module:
-    """The teacher-forced forward pass, under DistributedDataParallel and torch.compile."""
+    """The teacher-forced forward pass, under DistributedDataParallel; with ``do_compile`` the
+    decoder's step (:func:`sat_core.fast.compile_cell`) and the encoder are torch.compile'd."""
+    if do_compile:
+        fast.compile_cell(model.decoder)  # one step, compiled once for every caption length
+        if model.encoder is not None:
+            model.encoder.compile()  # in place: the checkpoint's parameter names stay
     forward: nn.Module = TrainForward(model)
     if run.distributed:
         forward = nn.parallel.DistributedDataParallel(
             forward, device_ids=[run.device.index] if run.device.type == "cuda" else None)
-    if do_compile:
-        forward = torch.compile(forward)
     return forward
 
 
