@@ -9,11 +9,13 @@ table. The last line is ONE JSON object with the figures.
 
     python benchmarks/bench_train_step.py            # paper-scale sizes
     python benchmarks/bench_train_step.py --quick    # small sizes, a few seconds
+    python benchmarks/bench_train_step.py --device cuda --amp bf16 --compile   # as train's flags
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import statistics
@@ -26,6 +28,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from sat_core import fast
 from sat_core.decoder import AttentionDecoder, DecoderConfig
 from sat_core.device import pick_device, seed_everything
 from sat_core.losses import doubly_stochastic_penalty, masked_nll
@@ -50,12 +53,21 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--foreach-adam", action="store_true",
                    help="torch.optim.Adam's default foreach update instead of fused=True")
     p.add_argument("--alpha-c", type=float, default=1.0, help="doubly stochastic weight")
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none",
+                   help="mixed precision as train --amp (fp16: CUDA, with a GradScaler)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile sat_core's decoder step as train --compile does "
+                        "(sat_core.fast.compile_cell); the naive decoder stays eager")
+    p.add_argument("--no-memory", action="store_true",
+                   help="skip the peak-memory measurements (each runs in a process of its own)")
     p.add_argument("--no-naive", action="store_true", help="skip the naive decoder")
     p.add_argument("--profile-rows", type=int, default=12, help="rows of the profiler table")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--memory-of", choices=["sat_core", "naive"], default=None,
                    help=argparse.SUPPRESS)  # internal: one model's peak memory, in a child process
     args = p.parse_args()
+    if args.amp == "fp16" and not args.device.startswith(("cuda", "auto")):
+        p.error("--amp fp16 needs a CUDA device; use --amp bf16 or --amp none")
     sizes = QUICK if args.quick else PAPER
     for name, value in sizes.items():
         if getattr(args, name) is None:
@@ -111,28 +123,43 @@ def sync(device: torch.device) -> None:
 
 # ------------------------------------------------------------------------------------- steps
 def make_step(
-    model: torch.nn.Module, naive: bool, batch: dict, alpha_c: float, fused: bool = True
+    model: torch.nn.Module, naive: bool, batch: dict, alpha_c: float, fused: bool = True,
+    amp: str = "none", compiled: bool = False,
 ) -> Callable:
-    """A closure running one training step: forward, loss, backward, Adam (fused by default)."""
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=fused)
+    """A closure running one training step: forward, loss, backward, Adam (fused by default).
 
-    def loss_fn() -> torch.Tensor:
+    ``amp`` and ``compiled`` do what train's ``--amp`` and ``--compile`` do: the forward pass
+    and loss under autocast (fp16 with a GradScaler), sat_core's decoder step under
+    torch.compile (:func:`sat_core.fast.compile_cell`).
+    """
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=fused)
+    device = batch["a"].device
+    if compiled and not naive:
+        fast.compile_cell(model)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+
+    def loss_of(net: Callable) -> torch.Tensor:
         a, y_in, targets, steps = batch["a"], batch["y_in"], batch["targets"], batch["steps"]
-        if naive:
-            logits, alpha = model(a, y_in, steps)
-        else:
-            out = model(a, y_in, steps)
-            logits, alpha = out.logits, out.alpha
-        return masked_nll(logits, targets, steps) + doubly_stochastic_penalty(alpha, steps, alpha_c)
+        autocast = (contextlib.nullcontext() if amp == "none" else torch.autocast(
+            device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16))
+        with autocast:
+            if naive:
+                logits, alpha = net(a, y_in, steps)
+            else:
+                out = net(a, y_in, steps)
+                logits, alpha = out.logits, out.alpha
+            return masked_nll(logits, targets, steps) + doubly_stochastic_penalty(alpha, steps,
+                                                                                   alpha_c)
 
     def step() -> float:
-        loss = loss_fn()
-        loss.backward()
-        opt.step()
+        loss = loss_of(model)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         opt.zero_grad(set_to_none=True)
         return float(loss.detach())
 
-    step.loss_fn = loss_fn  # type: ignore[attr-defined]
+    step.loss_fn = lambda: loss_of(model)  # type: ignore[attr-defined]
     return step
 
 
@@ -209,7 +236,8 @@ def measure_memory(name: str, cfg: DecoderConfig, batch: dict, args: argparse.Na
     model: torch.nn.Module = AttentionDecoder(cfg).to(device).train()
     if name == "naive":
         model = NaiveDecoder.from_decoder(model).train()
-    step = make_step(model, name == "naive", batch, args.alpha_c, not args.foreach_adam)
+    step = make_step(model, name == "naive", batch, args.alpha_c, not args.foreach_adam,
+                     args.amp, args.compile)
     print(json.dumps({"peak_mb": warm_up(step, device, max(args.warmup, 1)) - resting}))
 
 
@@ -220,6 +248,10 @@ def peak_in_child(name: str) -> float:
     cmd = [sys.executable, __file__, *sys.argv[1:], "--memory-of", name]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return float(json.loads(out.strip().splitlines()[-1])["peak_mb"])
+
+
+def _round(x: float | None, digits: int) -> float | None:
+    return None if x is None else round(x, digits)
 
 
 def main() -> None:
@@ -251,11 +283,12 @@ def main() -> None:
     models = {"sat_core": AttentionDecoder(cfg).to(device).train()}
     if not args.no_naive:
         models["naive"] = NaiveDecoder.from_decoder(models["sat_core"]).train()
-    steps = {name: make_step(model, name == "naive", batch, args.alpha_c, not args.foreach_adam)
+    steps = {name: make_step(model, name == "naive", batch, args.alpha_c, not args.foreach_adam,
+                             args.amp, args.compile)
              for name, model in models.items()}
     for step in steps.values():
         warm_up(step, device, max(args.warmup, 1))
-    peaks = {name: peak_in_child(name) for name in steps}
+    peaks = {name: None if args.no_memory else peak_in_child(name) for name in steps}
     times = time_interleaved(steps, device, args.steps)
     mm = max(mm, matmul_gflops(device, mm_size))  # the less disturbed of two measurements
     for name, model in models.items():
@@ -268,19 +301,21 @@ def main() -> None:
     for name, r in results.items():
         print(f"{name:>8}: {r['step_s']:.3f} s/step, {r['captions_per_s']:.1f} captions/s, "
               f"{r['gflop']:.1f} GFLOP/step -> {r['gflops']:.1f} GFLOP/s "
-              f"({100 * r['gflops'] / mm:.0f}% of matmul), peak memory {r['peak_mb']:.0f} MiB")
+              f"({100 * r['gflops'] / mm:.0f}% of matmul), peak memory "
+              + ("not measured" if r["peak_mb"] is None else f"{r['peak_mb']:.0f} MiB"))
 
     print("\nwhere the time goes (sat_core, one step):")
     print(profile_table(steps["sat_core"], device, args.profile_rows))
 
     sat = results["sat_core"]
     summary = dict(
-        device=str(device), adam="foreach" if args.foreach_adam else "fused", batch=B, words=T,
+        device=str(device), adam="foreach" if args.foreach_adam else "fused", amp=args.amp,
+        compile=args.compile, batch=B, words=T,
         locations=args.locations,
         captions_per_s=round(sat["captions_per_s"], 2), step_s=round(sat["step_s"], 4),
         gflop_per_step=round(sat["gflop"], 2), achieved_gflops=round(sat["gflops"], 1),
         matmul_gflops=round(mm, 1), fraction_of_matmul=round(sat["gflops"] / mm, 3),
-        peak_memory_mb=round(sat["peak_mb"], 1),
+        peak_memory_mb=_round(sat["peak_mb"], 1),
     )
     if "naive" in results:
         nv = results["naive"]
@@ -288,7 +323,7 @@ def main() -> None:
             naive_captions_per_s=round(nv["captions_per_s"], 2),
             naive_step_s=round(nv["step_s"], 4),
             naive_gflop_per_step=round(nv["gflop"], 2),
-            naive_peak_memory_mb=round(nv["peak_mb"], 1),
+            naive_peak_memory_mb=_round(nv["peak_mb"], 1),
             ratio_vs_naive=round(sat["captions_per_s"] / nv["captions_per_s"], 2),
         )
         rounds = sorted(n / s for n, s in zip(times["naive"], times["sat_core"], strict=True))

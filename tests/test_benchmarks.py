@@ -40,6 +40,20 @@ def test_bench_train_step_quick():
 
 
 @pytest.mark.bench
+def test_bench_train_step_amp_and_compile_quick():
+    """--amp and --compile as train takes them (compile: sat_core.fast.compile_cell; the FLOP
+    count reads the eager pass, so it matches the plain run's); --no-memory skips the children."""
+    plain = run_bench("bench_train_step.py", "--quick", "--device", "cpu", "--steps", "1",
+                      "--no-naive", "--no-memory", "--profile-rows", "0")
+    r = run_bench("bench_train_step.py", "--quick", "--device", "cpu", "--steps", "1",
+                  "--no-naive", "--no-memory", "--profile-rows", "0", "--amp", "bf16",
+                  "--compile")
+    assert (r["amp"], r["compile"], plain["amp"], plain["compile"]) == ("bf16", True, "none", False)
+    assert r["captions_per_s"] > 0 and r["peak_memory_mb"] is None
+    assert r["gflop_per_step"] == plain["gflop_per_step"] > 0
+
+
+@pytest.mark.bench
 def test_bench_decode_quick():
     r = run_bench("bench_decode.py", "--quick", "--device", "cpu", "--beam-sizes", "2", "3",
                   "--vocab", "500", "--locations", "49", "--images", "4")
