@@ -138,28 +138,28 @@ def make_step(
         fast.compile_cell(model)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
 
-    def loss_of(net: Callable) -> torch.Tensor:
+    def loss_fn() -> torch.Tensor:
         a, y_in, targets, steps = batch["a"], batch["y_in"], batch["targets"], batch["steps"]
         autocast = (contextlib.nullcontext() if amp == "none" else torch.autocast(
             device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16))
         with autocast:
             if naive:
-                logits, alpha = net(a, y_in, steps)
+                logits, alpha = model(a, y_in, steps)
             else:
-                out = net(a, y_in, steps)
+                out = model(a, y_in, steps)
                 logits, alpha = out.logits, out.alpha
             return masked_nll(logits, targets, steps) + doubly_stochastic_penalty(alpha, steps,
                                                                                    alpha_c)
 
     def step() -> float:
-        loss = loss_of(model)
+        loss = loss_fn()
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
         opt.zero_grad(set_to_none=True)
         return float(loss.detach())
 
-    step.loss_fn = lambda: loss_of(model)  # type: ignore[attr-defined]
+    step.loss_fn = loss_fn  # type: ignore[attr-defined]
     return step
 
 

@@ -41,8 +41,8 @@ def test_bench_train_step_quick():
 
 @pytest.mark.bench
 def test_bench_train_step_amp_and_compile_quick():
-    """--amp and --compile as train takes them (compile: sat_core.fast.compile_cell; the FLOP
-    count reads the eager pass, so it matches the plain run's); --no-memory skips the children."""
+    """--amp and --compile as train takes them (compile: sat_core.fast.compile_cell, the same
+    products: the same FLOP count as the plain run); --no-memory skips the children."""
     plain = run_bench("bench_train_step.py", "--quick", "--device", "cpu", "--steps", "1",
                       "--no-naive", "--no-memory", "--profile-rows", "0")
     r = run_bench("bench_train_step.py", "--quick", "--device", "cpu", "--steps", "1",
