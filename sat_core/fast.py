@@ -87,6 +87,7 @@ they measured (2-core EPYC, 2 torch threads unless said otherwise):
 
 from __future__ import annotations
 
+import types
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -144,22 +145,23 @@ def compile_cell(decoder: nn.Module, **options: Any) -> None:
     Eq. (4)'s elementwise block and the LSTM's gates by itself. Decoding (no autograd) keeps the
     eager step. Same values up to the order of float sums.
     """
-    eager = decoder._recur
-    if getattr(eager, "compiled_cell", False):
+    if getattr(decoder._recur, "compiled_cell", False):
         return  # compiled already
+    eager = type(decoder)._recur
     compiled = torch.compile(eager, **options)
 
-    def recur(x_t: Tensor, state: tuple[Tensor, Tensor], ann: Any, mode: str,
+    def recur(self: nn.Module, x_t: Tensor, state: tuple[Tensor, Tensor], ann: Any, mode: str,
               s: Tensor | None = None, mix: Tensor | None = None,
               generator: torch.Generator | None = None, T_hz: Any = None, U_a: Any = None) -> Any:
         if not torch.is_grad_enabled():
-            return eager(x_t, state, ann, mode, s, mix, generator, T_hz, U_a)
+            return eager(self, x_t, state, ann, mode, s, mix, generator, T_hz, U_a)
         # x_t: a column of forward's (B, T, 4n) T_y E y, whose strides depend on T: contiguous,
         # one graph serves every length. T_hz and U_a: the layers themselves inside the graph.
-        return compiled(x_t.contiguous(), state, ann, mode, s, mix, generator)
+        return compiled(self, x_t.contiguous(), state, ann, mode, s, mix, generator)
 
     recur.compiled_cell = True  # type: ignore[attr-defined]
-    decoder._recur = recur  # type: ignore[method-assign]
+    # bound to this decoder: copy.deepcopy rebinds it to the copy (a plain closure would not)
+    decoder._recur = types.MethodType(recur, decoder)  # type: ignore[method-assign]
     _COMPILED_CELL_LAYERS.update((decoder.T_hz, decoder.attention.U_a))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import re
 
@@ -253,6 +254,15 @@ def test_compiled_cell_matches_the_eager_decoder(device, backend, mode):
         dec(a, y, lengths)
         assert torch._dynamo.utils.counters["stats"]["calls_captured"] == before
     assert ref._recur == eager_recur
+    # a deep copy runs its own compiled step, on its own weights
+    twin = copy.deepcopy(dec)
+    with torch.no_grad():
+        for model in (twin, ref):
+            model.T_hz.weight.mul_(1.5)
+    losses = [caption_loss(m(a, y, lengths, mode="soft"), targets, lengths)["loss"]
+              for m in (twin, ref, dec)]
+    torch.testing.assert_close(losses[0], losses[1], **tol)
+    assert not torch.allclose(losses[0], losses[2])
 
 
 @pytest.mark.parametrize("module", [attention, decoder], ids=["attention", "decoder"])
