@@ -37,6 +37,11 @@ def test_bench_train_step_quick():
     assert r["ratio_vs_naive"] == pytest.approx(
         r["captions_per_s"] / r["naive_captions_per_s"], rel=0.02, abs=0.01)  # 2 decimals
     assert r["ratio_rounds_min"] <= r["ratio_median_of_rounds"] <= r["ratio_rounds_max"]
+    # the speed-up = (fewer FLOPs) x (relative GFLOP/s), each factor rounded to 2 decimals
+    assert r["flop_ratio"] == pytest.approx(
+        r["naive_gflop_per_step"] / r["gflop_per_step"], rel=0.01)
+    assert r["flop_ratio"] > 1
+    assert r["flop_ratio"] * r["efficiency_ratio"] == pytest.approx(r["ratio_vs_naive"], rel=0.02)
 
 
 @pytest.mark.bench
