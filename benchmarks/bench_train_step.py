@@ -339,9 +339,8 @@ def main() -> None:
               f"the {args.steps} rounds' ratios: median {summary['ratio_median_of_rounds']:.2f}x, "
               f"range {rounds[0]:.2f}-{rounds[-1]:.2f}x)")
         print(f"  = {summary['flop_ratio']:.2f}x fewer FLOPs per step x "
-              f"{summary['efficiency_ratio']:.2f}x the naive decoder's GFLOP/s (its large "
-              "per-step re-projections run near the matmul rate; at equal GFLOP/s the speed-up "
-              "is the FLOP ratio)")
+              f"{summary['efficiency_ratio']:.2f}x the naive decoder's GFLOP/s (at equal "
+              "GFLOP/s the speed-up would be the FLOP ratio)")
     print(json.dumps(summary))
 
 

@@ -41,7 +41,8 @@ def test_bench_train_step_quick():
     assert r["flop_ratio"] == pytest.approx(
         r["naive_gflop_per_step"] / r["gflop_per_step"], rel=0.01)
     assert r["flop_ratio"] > 1
-    assert r["flop_ratio"] * r["efficiency_ratio"] == pytest.approx(r["ratio_vs_naive"], rel=0.02)
+    assert r["flop_ratio"] * r["efficiency_ratio"] == pytest.approx(r["ratio_vs_naive"], rel=0.02,
+                                                                     abs=0.03)
 
 
 @pytest.mark.bench
