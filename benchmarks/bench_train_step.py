@@ -18,7 +18,6 @@ with the figures.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import resource
 import statistics
@@ -36,6 +35,7 @@ from sat_core.decoder import AttentionDecoder, DecoderConfig
 from sat_core.device import pick_device, seed_everything
 from sat_core.losses import doubly_stochastic_penalty, masked_nll
 from sat_core.naive import NaiveDecoder
+from sat_core.train import autocast
 
 PAPER = dict(batch=32, words=20, locations=196, feature_dim=512, embed_dim=512, hidden_dim=1024,
              attn_dim=512, vocab=10_000)
@@ -143,9 +143,7 @@ def make_step(
 
     def loss_fn() -> torch.Tensor:
         a, y_in, targets, steps = batch["a"], batch["y_in"], batch["targets"], batch["steps"]
-        autocast = (contextlib.nullcontext() if amp == "none" else torch.autocast(
-            device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16))
-        with autocast:
+        with autocast(amp, device):
             if naive:
                 logits, alpha = model(a, y_in, steps)
             else:

@@ -491,10 +491,11 @@ class _Loop:
         return self.out_dir / "best.pt"
 
 
-def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    if cfg.amp == "none":
+def autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The context of ``--amp`` (``none``, ``bf16`` or ``fp16``) on ``device``."""
+    if amp == "none":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if cfg.amp == "bf16" else torch.float16
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
@@ -861,7 +862,7 @@ def _train_step(cfg: TrainConfig, batch: CaptionBatch, forward: nn.Module,
     mix = None
     if hard:  # Sec. 4.1: with probability 0.5 use the expected context instead of a sample
         mix = torch.rand(len(batch), generator=hard_gen, device=device) < cfg.hard_mix
-    with _autocast(cfg, device):
+    with autocast(cfg.amp, device):
         out = forward(batch.images, batch.captions, batch.lengths,
                       "hard-sample" if hard else "soft", mix, hard_gen if hard else None)
     _, targets, steps = teacher_forcing(batch.captions, batch.lengths)
